@@ -1,0 +1,178 @@
+"""Command line: ``python -m backend segment | models | info | preview``.
+
+Exit codes: 0 success, 2 bad input or usage (one line on stderr naming the problem and the fix),
+1 anything else (a bug: the traceback is printed), 130/143 interrupted. With ``--progress json``
+stdout carries the worker protocol: one JSON object per line, the last one ``{"stage": "done", ...}``
+or ``{"stage": "error", "message": ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+from backend import __version__
+from backend.errors import LandcoverError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line plus a pointer to --help (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"error: {message}; see '{self.prog} --help'\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m backend",
+        description="Land-cover segmentation of orthophotos (background, building, woodland, water, road).",
+    )
+    parser.add_argument("--version", action="version", version=f"landcover backend {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    seg = sub.add_parser(
+        "segment",
+        help="segment an orthophoto into a styled class GeoTIFF",
+        description="Segment INPUT into a uint8 class GeoTIFF OUTPUT (nodata 255) with a QGIS style (.qml) "
+        "and class areas (.areas.csv/.areas.json) beside it.",
+    )
+    seg.add_argument("input", metavar="INPUT", help="orthophoto (GeoTIFF or any GDAL raster)")
+    seg.add_argument("output", metavar="OUTPUT", help="class raster to write (.tif)")
+    seg.add_argument("--model", help="bundle .json path, model name/key, or untrained:ARCH:BACKBONE (default: the bundled default)")
+    seg.add_argument("--overlap", type=int, help="tile overlap in pixels, 0..tile/2 (default: the model's)")
+    seg.add_argument("--batch-size", type=int, help="tiles per prediction call (default: the model's)")
+    seg.add_argument("--bands", help="1-based input bands to use as RGB, e.g. 1,2,3 (default: first non-alpha bands)")
+    seg.add_argument("--window", help="only this pixel window of the input: COL_OFF,ROW_OFF,WIDTH,HEIGHT")
+    seg.add_argument("--resample", action="store_true", help="resample the input to the model's pixel size first")
+    seg.add_argument("--confidence", metavar="PATH", help="also write the top-class probability raster here")
+    seg.add_argument("--runtime", default="auto", help="inference runtime: auto or tensorflow (default: auto)")
+    seg.add_argument("--seed", type=int, default=0, help="random seed for untrained:... models (default 0)")
+    seg.add_argument(
+        "--progress", choices=("bar", "json", "none"), default="bar",
+        help="bar (default), json (one JSON object per line on stdout, for the QGIS plugin) or none",
+    )
+
+    models = sub.add_parser("models", help="list the bundled and user models")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+
+    info = sub.add_parser("info", help="print a model bundle's metadata")
+    info.add_argument("model", metavar="MODEL", help="bundle .json path or model name/key")
+    info.add_argument("--json", action="store_true", help="print the bundle JSON")
+
+    prev = sub.add_parser("preview", help="render orthophoto | land cover with legend side by side to a PNG")
+    prev.add_argument("image", metavar="ORTHOPHOTO")
+    prev.add_argument("classes", metavar="CLASSES", help="class GeoTIFF written by 'segment'")
+    prev.add_argument("output", metavar="PNG")
+    prev.add_argument("--max-size", type=int, default=1024, help="longest side of each panel in pixels")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    json_mode = getattr(args, "progress", None) == "json"
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return {"segment": _segment, "models": _models, "info": _info, "preview": _preview}[args.command](args)
+    except LandcoverError as exc:
+        if json_mode:
+            print(json.dumps({"stage": "error", "message": str(exc)}), flush=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        if json_mode:
+            print(json.dumps({"stage": "error", "message": "interrupted"}), flush=True)
+        print("interrupted: no output was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: a bug, report it fully
+        if json_mode:
+            print(json.dumps({"stage": "error", "message": f"internal error: {type(exc).__name__}: {exc}"}), flush=True)
+        traceback.print_exc()
+        print(f"internal error ({type(exc).__name__}); please report it with the traceback above", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _terminate(signum, frame) -> None:
+    # Turn SIGTERM (the plugin's Cancel) into an exception so temporary outputs are removed.
+    raise KeyboardInterrupt
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from backend.bundle import resolve_model
+    from backend.inference import segment
+    from backend.progress import make_progress
+    from backend.raster_io import Window, parse_bands
+
+    bundle = resolve_model(args.model, seed=args.seed)
+    progress = make_progress(args.progress)
+    result = segment(
+        args.input,
+        args.output,
+        bundle,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        bands=parse_bands(args.bands),
+        window=Window.parse(args.window) if args.window else None,
+        resample=args.resample,
+        confidence_path=args.confidence,
+        progress=progress,
+        runtime=args.runtime,
+    )
+    if args.progress == "json":
+        print(json.dumps(result.to_json()), flush=True)
+    else:
+        print(f"wrote {result.output} ({result.width} x {result.height} px, {result.tiles_predicted} tiles, "
+              f"{result.seconds:.1f} s)", file=sys.stderr)
+        print(result.areas.table())
+    return EXIT_OK
+
+
+def _models(args: argparse.Namespace) -> int:
+    from backend.bundle import list_models, model_search_dirs
+
+    listed = list_models()
+    if args.json:
+        print(json.dumps([
+            {"key": m.key, "origin": m.origin, "path": str(m.path), "error": m.error,
+             "bundle": m.bundle.to_dict() if m.bundle else None}
+            for m in listed
+        ], indent=2))
+        return EXIT_OK
+    if not listed:
+        print("no model bundles found in " + ", ".join(str(p) for _, p in model_search_dirs()))
+    for m in listed:
+        if m.bundle:
+            gsd = f"{m.bundle.gsd_m:g} m/px" if m.bundle.gsd_m else "?"
+            print(f"{m.key:<20} {m.origin:<8} {m.bundle.architecture}/{m.bundle.backbone:<10} {gsd:<10} {m.path}")
+        else:
+            print(f"{m.key:<20} {m.origin:<8} UNREADABLE: {m.error}")
+    print("also: untrained:ARCH:BACKBONE (random weights, for installation checks and benchmarks)")
+    return EXIT_OK
+
+
+def _info(args: argparse.Namespace) -> int:
+    from backend.bundle import resolve_model
+
+    bundle = resolve_model(args.model)
+    if args.json:
+        data = bundle.to_dict()
+        data["path"] = str(bundle.source) if bundle.source else None
+        print(json.dumps(data, indent=2))
+    else:
+        print(bundle.summary())
+    return EXIT_OK
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from backend.preview import render_preview
+
+    out = render_preview(Path(args.image), Path(args.classes), Path(args.output), max_size=args.max_size)
+    print(f"wrote {out}")
+    return EXIT_OK

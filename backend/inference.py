@@ -1,0 +1,398 @@
+"""Streaming, blended tiled inference: orthophoto in, class GeoTIFF out, in bounded memory.
+
+The raster is processed in column blocks (usually one) and, within a block, one row of tiles at a
+time. Tiles are batched for the runtime (batches may span tile rows); each tile's probabilities
+are weighted by the grid's blend window and added into an accumulator that holds only the rows
+still receiving contributions. As soon as no further tile reaches a row it is argmaxed and written.
+Peak memory is therefore set by the tile size, batch size and block width, never by the height,
+and the width only up to the block limit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.bundle import ModelBundle
+from backend.errors import LandcoverError
+from backend.outputs import (
+    CONFIDENCE_NODATA,
+    NODATA,
+    AreaSummary,
+    OutputSet,
+    check_output_path,
+    class_counts,
+    disk_errors,
+    pam_xml,
+    qml_style,
+    raster_profile,
+    sidecar_paths,
+    write_class_metadata,
+)
+from backend.progress import Progress
+from backend.raster_io import RasterSource, Window, silence_rasterio_warnings
+from backend.runtime import Runtime, make_runtime
+from backend.tiling import OUTPUT_BLOCK, ColumnBlock, TileGrid, reflect_indices
+
+DEFAULT_MAX_BLOCK_WIDTH = 16384
+
+
+@dataclass(frozen=True)
+class SegmentParams:
+    """How to tile: validated once, before any file is opened."""
+
+    tile_size: int
+    overlap: int
+    batch_size: int
+    max_block_width: int = DEFAULT_MAX_BLOCK_WIDTH
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.overlap <= self.tile_size // 2:
+            raise LandcoverError(
+                f"--overlap {self.overlap} must be between 0 and half the model's tile size ({self.tile_size // 2})"
+            )
+        if self.batch_size < 1:
+            raise LandcoverError(f"--batch-size {self.batch_size} must be at least 1")
+        if self.max_block_width < self.tile_size:
+            raise LandcoverError(f"block width {self.max_block_width} must be at least one tile ({self.tile_size})")
+
+    @classmethod
+    def for_bundle(cls, bundle: ModelBundle, overlap: int | None = None, batch_size: int | None = None, **kw: Any):
+        return cls(
+            tile_size=bundle.tile_size,
+            overlap=bundle.overlap if overlap is None else overlap,
+            batch_size=bundle.default_batch_size if batch_size is None else batch_size,
+            **kw,
+        )
+
+
+@dataclass
+class SegmentResult:
+    """What a run produced."""
+
+    output: Path
+    areas: AreaSummary
+    width: int
+    height: int
+    tiles_predicted: int
+    tiles_total: int
+    seconds: float
+    runtime: str
+    confidence: Path | None = None
+    sidecars: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": "done",
+            "output": str(self.output),
+            "confidence": str(self.confidence) if self.confidence else None,
+            "qml": str(self.sidecars.get("qml", "")),
+            "areas_csv": str(self.sidecars.get("areas_csv", "")),
+            "areas_json": str(self.sidecars.get("areas_json", "")),
+            "areas": self.areas.to_dict(),
+            "width": self.width,
+            "height": self.height,
+            "tiles": self.tiles_predicted,
+            "seconds": round(self.seconds, 3),
+            "runtime": self.runtime,
+            "warnings": self.warnings,
+        }
+
+
+class _Accumulator:
+    """Weighted probability sums for the raster rows still in flight, within one column block."""
+
+    def __init__(self, y0: int, width: int, classes: int, capacity: int) -> None:
+        self.y0 = y0  # raster row of buffer row 0
+        self.width = width
+        self.probs = np.zeros((capacity, width, classes), np.float32)
+        self.valid = np.zeros((capacity, width), bool)
+
+    def ensure(self, y_end: int) -> None:
+        need = y_end - self.y0
+        if need > self.probs.shape[0]:
+            grow = max(need, 2 * self.probs.shape[0])
+            probs = np.zeros((grow, *self.probs.shape[1:]), np.float32)
+            valid = np.zeros((grow, self.width), bool)
+            probs[: self.probs.shape[0]] = self.probs
+            valid[: self.valid.shape[0]] = self.valid
+            self.probs, self.valid = probs, valid
+
+    def add(self, y: int, x: int, weighted: np.ndarray) -> None:
+        r = y - self.y0
+        self.probs[r : r + weighted.shape[0], x : x + weighted.shape[1]] += weighted
+
+    def set_valid(self, y: int, valid: np.ndarray) -> None:
+        r = y - self.y0
+        self.valid[r : r + valid.shape[0]] = valid
+
+    def pop(self, y_end: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """Remove and return rows ``[y0, y_end)``: ``(y0, probs, valid)``."""
+        n = y_end - self.y0
+        y0 = self.y0
+        if n <= 0:
+            return y0, self.probs[:0], self.valid[:0]
+        probs, valid = self.probs[:n].copy(), self.valid[:n].copy()
+        self.probs[: len(self.probs) - n] = self.probs[n:]
+        self.probs[len(self.probs) - n :] = 0
+        self.valid[: len(self.valid) - n] = self.valid[n:]
+        self.valid[len(self.valid) - n :] = False
+        self.y0 = y_end
+        return y0, probs, valid
+
+
+class _AlignedWriter:
+    """Buffers finished rows of one column block and writes them in whole 256-row output blocks,
+    so no compressed GeoTIFF block is written twice."""
+
+    def __init__(self, dst, x0: int, x1: int, height: int) -> None:
+        self.dst, self.x0, self.x1, self.height = dst, x0, x1, height
+        self.y0 = 0
+        self.chunks: list[np.ndarray] = []
+
+    def push(self, rows: np.ndarray) -> None:
+        self.chunks.append(rows)
+        pending = sum(len(c) for c in self.chunks)
+        end = self.y0 + pending
+        aligned = end if end >= self.height else (end // OUTPUT_BLOCK) * OUTPUT_BLOCK
+        if aligned > self.y0:
+            data = np.concatenate(self.chunks, axis=0)
+            n = aligned - self.y0
+            self._write(data[:n])
+            self.chunks = [data[n:]] if n < len(data) else []
+            self.y0 = aligned
+
+    def _write(self, data: np.ndarray) -> None:
+        from rasterio.windows import Window as RioWindow
+
+        window = RioWindow(self.x0, self.y0, self.x1 - self.x0, len(data))
+        self.dst.write(data, 1, window=window)
+
+
+def segment(
+    input_path: Path | str,
+    output_path: Path | str,
+    bundle: ModelBundle,
+    *,
+    overlap: int | None = None,
+    batch_size: int | None = None,
+    bands: tuple[int, ...] | None = None,
+    window: Window | None = None,
+    resample: bool = False,
+    confidence_path: Path | str | None = None,
+    progress: Progress | None = None,
+    runtime: Runtime | str = "auto",
+    max_block_width: int = DEFAULT_MAX_BLOCK_WIDTH,
+) -> SegmentResult:
+    """Segment ``input_path`` with ``bundle`` into a styled class GeoTIFF at ``output_path``.
+
+    Args:
+        overlap: tile overlap in pixels (default: the bundle's).
+        batch_size: tiles per runtime call (default: the bundle's).
+        bands: 1-based input bands to use (default: see :mod:`backend.raster_io`).
+        window: only this pixel window of the input.
+        resample: warp the input to the model's pixel size first; the output is on that grid.
+        confidence_path: also write the top-class probability (float32, nodata -1) here.
+        progress: reporter for stages, warnings and tile counts.
+        runtime: a :class:`~backend.runtime.Runtime` or the name of one.
+        max_block_width: widest column block processed at once (bounds memory on wide mosaics).
+
+    Raises:
+        LandcoverError: for any problem with the inputs, the model or the output location.
+    """
+    started = time.perf_counter()
+    progress = progress or Progress()
+    params = SegmentParams.for_bundle(bundle, overlap, batch_size, max_block_width=max_block_width)
+    input_path = Path(input_path)
+    output = check_output_path(Path(output_path), input_path)
+    confidence = check_output_path(Path(confidence_path), input_path) if confidence_path else None
+    if confidence is not None and confidence.resolve() == output.resolve():
+        raise LandcoverError("the confidence raster needs a different name than the class raster")
+    silence_rasterio_warnings()
+
+    with RasterSource(input_path, bundle.input_bands, bands, window, bundle.gsd_m, resample) as source:
+        for message in source.info.warnings:
+            progress.warn(message)
+        if isinstance(runtime, str):
+            progress.info(f"loading model {bundle.name} ({bundle.architecture}/{bundle.backbone})")
+            if bundle.is_untrained:
+                progress.warn(
+                    f"model {bundle.name} has RANDOM weights (untrained, seed {bundle.seed}): the classes are "
+                    "meaningless; use it only to check the installation or to benchmark"
+                )
+            runtime = make_runtime(bundle, runtime)
+        outputs = OutputSet()
+        try:
+            result = _segment_source(source, output, confidence, bundle, params, runtime, progress, outputs)
+            outputs.commit()
+        except BaseException:
+            outputs.discard()
+            raise
+        finally:
+            progress.close()
+    result.seconds = time.perf_counter() - started
+    result.warnings = list(source.info.warnings)
+    return result
+
+
+def _segment_source(
+    source: RasterSource,
+    output: Path,
+    confidence: Path | None,
+    bundle: ModelBundle,
+    params: SegmentParams,
+    runtime: Runtime,
+    progress: Progress,
+    outputs: OutputSet,
+) -> SegmentResult:
+    import rasterio
+
+    grid = TileGrid(source.height, source.width, params.tile_size, params.overlap)
+    blocks = grid.column_blocks(params.max_block_width)
+    total = sum(len(b.tiles) for b in blocks) * grid.rows.count
+    num_classes = bundle.num_classes
+    counts = np.zeros(num_classes, np.int64)
+    nodata_pixels = 0
+
+    tmp_out = outputs.reserve(output)
+    tmp_conf = outputs.reserve(confidence) if confidence else None
+    profile = raster_profile(source.width, source.height, source.crs, source.transform, "uint8", NODATA)
+    with disk_errors(output), rasterio.open(tmp_out, "w", **profile) as dst:
+        write_class_metadata(dst, bundle.classes, bundle.name)
+        conf_dst = None
+        if tmp_conf is not None:
+            conf_profile = raster_profile(
+                source.width, source.height, source.crs, source.transform, "float32", CONFIDENCE_NODATA
+            )
+            conf_dst = rasterio.open(tmp_conf, "w", **conf_profile)
+            conf_dst.set_band_description(1, "top-class probability")
+        try:
+            progress.start("predict", total, f"{total} tiles of {params.tile_size} px, overlap {params.overlap} px")
+            done = 0
+            predicted = 0
+            for block in blocks:
+                writer = _AlignedWriter(dst, block.x0, block.x1, source.height)
+                conf_writer = _AlignedWriter(conf_dst, block.x0, block.x1, source.height) if conf_dst else None
+
+                def finish(rows: tuple[int, np.ndarray, np.ndarray], block: ColumnBlock = block, writer=writer,
+                           conf_writer=conf_writer) -> None:
+                    nonlocal counts, nodata_pixels
+                    y0, probs, valid = rows
+                    lo, hi = max(0, y0), min(source.height, y0 + len(probs))
+                    if hi <= lo:
+                        return
+                    xs = slice(block.x0 - block.acc_x0, block.x1 - block.acc_x0)
+                    p = probs[lo - y0 : hi - y0, xs]
+                    v = valid[lo - y0 : hi - y0, xs]
+                    classes = p.argmax(axis=-1).astype(np.uint8)
+                    classes[~v] = NODATA
+                    counts += class_counts(classes, num_classes)
+                    nodata_pixels += int((~v).sum())
+                    writer.push(classes)
+                    if conf_writer is not None:
+                        conf = p.max(axis=-1) / grid.weight_sum(lo, hi, block.x0, block.x1)
+                        conf[~v] = CONFIDENCE_NODATA
+                        conf_writer.push(conf.astype(np.float32))
+
+                for n_done, n_pred in _run_block(source, grid, block, bundle, params, runtime, finish):
+                    done += n_done
+                    predicted += n_pred
+                    progress.advance(done)
+        finally:
+            if conf_dst is not None:
+                conf_dst.close()
+    if counts.sum() == 0:
+        raise LandcoverError(
+            f"{source.path.name} has no valid pixels in the area to segment (all nodata or transparent)"
+        )
+    pixel_size = source.info.pixel_size_m
+    areas = AreaSummary(
+        classes=bundle.classes,
+        counts=tuple(int(c) for c in counts),
+        pixel_area_m2=None if pixel_size is None else pixel_size[0] * pixel_size[1],
+        nodata_pixels=nodata_pixels,
+    )
+    sidecars = sidecar_paths(output)
+    outputs.write_text(sidecars["qml"], qml_style(bundle.classes))
+    outputs.write_text(sidecars["aux"], pam_xml(bundle.classes))
+    outputs.write_text(sidecars["areas_json"], _json(areas.to_dict()))
+    outputs.write_text(sidecars["areas_csv"], areas.to_csv())
+    return SegmentResult(
+        output=output,
+        areas=areas,
+        width=source.width,
+        height=source.height,
+        tiles_predicted=predicted,
+        tiles_total=total,
+        seconds=0.0,
+        runtime=getattr(runtime, "name", type(runtime).__name__),
+        confidence=confidence,
+        sidecars={k: v for k, v in sidecars.items() if k != "aux"},
+    )
+
+
+def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, params: SegmentParams,
+               runtime: Runtime, finish):
+    """Predict every tile of one column block, row by row; yields ``(tiles_done, tiles_predicted)`` steps."""
+    tile = params.tile_size
+    rows = grid.rows
+    capacity = tile + rows.stride * (params.batch_size // max(1, len(block.tiles)) + 2)
+    acc = _Accumulator(rows.start(0), block.acc_width, bundle.num_classes, capacity)
+    cols_idx = reflect_indices(block.acc_x0, block.acc_width, source.width)
+    weights = grid.weights[None, :, :, None]
+    queue: list[tuple[int, int, np.ndarray]] = []
+
+    def flush() -> int:
+        if not queue:
+            return 0
+        batch = bundle.preprocessing.apply(np.stack([q[2] for q in queue]))
+        probs = runtime.predict(batch)
+        if probs.shape != (len(queue), tile, tile, bundle.num_classes):
+            raise LandcoverError(
+                f"the model returned shape {probs.shape}, expected {(len(queue), tile, tile, bundle.num_classes)}; "
+                "the bundle metadata does not match the network"
+            )
+        probs = probs * weights
+        for (y, x, _), p in zip(queue, probs):
+            acc.add(y, x, p)
+        n = len(queue)
+        queue.clear()
+        return n
+
+    for r in range(rows.count):
+        y = rows.start(r)
+        acc.ensure(y + tile)
+        pixels, valid = source.read(reflect_indices(y, tile, source.height), cols_idx)
+        acc.set_valid(y, valid)
+        skipped = 0
+        for c in block.tiles:
+            x = grid.cols.start(c) - block.acc_x0
+            if not valid[:, x : x + tile].any():
+                skipped += 1  # nothing valid to classify: no contribution needed
+                continue
+            queue.append((y, x, pixels[:, x : x + tile]))
+            if len(queue) == params.batch_size:
+                n = flush()
+                yield n + skipped, n
+                skipped = 0
+                finish(acc.pop(y))  # every tile of the rows above is predicted
+        if r == rows.count - 1:
+            n = flush()
+            yield n + skipped, n
+            finish(acc.pop(rows.final_before(r)))
+        elif not queue:
+            yield skipped, 0
+            finish(acc.pop(rows.final_before(r)))
+        elif skipped:
+            yield skipped, 0
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, indent=2) + "\n"

@@ -1,0 +1,206 @@
+"""Building segmentation-models networks and reading/writing their weights.
+
+Weights are stored in a small HDF5 layout of our own (one dataset per model variable, in order,
+with its name and shape), optionally as float16 to halve the bundle size. Loading checks every
+shape against the network the metadata describes, so a bundle whose JSON does not match its
+weights fails with a message instead of producing garbage. Plain Keras ``.h5`` weight files
+(``model.save_weights``) are accepted too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.bundle import ARCHITECTURES, ModelBundle
+from backend.errors import LandcoverError
+from backend.tf_import import import_segmentation_models, import_tensorflow
+
+WEIGHTS_LAYOUT = "landcover-weights-1"
+
+
+def available_backbones() -> list[str]:
+    """Backbone names segmentation-models knows."""
+    sm = import_segmentation_models()
+    return sorted(sm.get_available_backbone_names())
+
+
+def build_model(
+    architecture: str,
+    backbone: str,
+    num_classes: int,
+    input_bands: int = 3,
+    encoder_weights: str | Path | None = None,
+    tile_size: int | None = None,
+) -> Any:
+    """Build a softmax segmentation network with segmentation-models.
+
+    Args:
+        architecture: ``Unet``, ``FPN`` or ``Linknet``.
+        backbone: any segmentation-models backbone, e.g. ``resnet18``.
+        num_classes: number of output classes.
+        input_bands: number of input channels.
+        encoder_weights: None (random), ``"imagenet"`` (only if Keras already cached the file, since
+            this machine cannot download), or a path to a local encoder ``.h5`` weights file.
+        tile_size: fixed input size, or None for a fully convolutional ``(None, None, bands)`` input.
+            FPN needs a fixed size divisible by 32 only when given.
+    """
+    sm = import_segmentation_models()
+    if architecture not in ARCHITECTURES:
+        raise LandcoverError(f"unknown architecture {architecture!r}; use one of {', '.join(ARCHITECTURES)}")
+    names = sm.get_available_backbone_names()
+    if backbone not in names:
+        raise LandcoverError(f"unknown backbone {backbone!r}; use one of: {', '.join(sorted(names))}")
+    local_weights: Path | None = None
+    sm_weights: str | None = None
+    if encoder_weights in (None, "", "none", "None"):
+        sm_weights = None
+    elif str(encoder_weights) == "imagenet":
+        sm_weights = "imagenet"
+    else:
+        local_weights = Path(encoder_weights).expanduser()
+        if not local_weights.is_file():
+            raise LandcoverError(f"encoder weights file {local_weights} does not exist; pass an existing .h5 file")
+    shape = (tile_size, tile_size, input_bands) if tile_size else (None, None, input_bands)
+    cls = getattr(sm, architecture)
+    kwargs: dict[str, Any] = {
+        "classes": num_classes,
+        "activation": "softmax",
+        "encoder_weights": sm_weights,
+        "input_shape": shape,
+    }
+    if sm_weights == "imagenet" and input_bands != 3:
+        raise LandcoverError("ImageNet encoder weights need 3 input bands; use encoder_weights none for other counts")
+    try:
+        model = cls(backbone, **kwargs)
+    except Exception as exc:  # sm/keras raise bare Exceptions for download failures
+        if sm_weights == "imagenet":
+            raise LandcoverError(
+                f"ImageNet weights for {backbone} could not be downloaded ({type(exc).__name__}); this machine has no "
+                "internet: pass a local encoder weights file (e.g. --encoder-weights resnet18_imagenet_1000_no_top.h5) "
+                "or use encoder weights 'none'"
+            ) from exc
+        raise
+    if local_weights is not None:
+        load_encoder_weights(model, local_weights)
+    return model
+
+
+def load_encoder_weights(model: Any, path: Path) -> int:
+    """Load a classification-model ``.h5`` (e.g. ImageNet ResNet without top) into the encoder by layer name.
+
+    Returns the number of layers whose weights were set; raises when none matched.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["model_weights"] if "model_weights" in f else f
+            layer_names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs.get("layer_names", [])]
+            by_layer = {}
+            for lname in layer_names:
+                g = group[lname]
+                wnames = [n.decode() if isinstance(n, bytes) else n for n in g.attrs.get("weight_names", [])]
+                by_layer[lname] = [np.asarray(g[w]) for w in wnames]
+    except (OSError, KeyError) as exc:
+        raise LandcoverError(f"encoder weights file {path} is not a Keras .h5 weights file ({exc})") from exc
+    matched = 0
+    for layer in model.layers:
+        values = by_layer.get(layer.name)
+        if not values:
+            continue
+        current = layer.get_weights()
+        if len(current) == len(values) and all(a.shape == b.shape for a, b in zip(current, values)):
+            layer.set_weights(values)
+            matched += 1
+    if matched == 0:
+        raise LandcoverError(
+            f"no layer of the model matched the encoder weights in {path}; is it for the same backbone?"
+        )
+    return matched
+
+
+def save_weights(model: Any, path: Path, dtype: str = "float16") -> Path:
+    """Write every model variable to ``path`` (HDF5), atomically, as ``dtype``."""
+    import h5py
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["layout"] = WEIGHTS_LAYOUT
+            group = f.create_group("weights")
+            for i, var in enumerate(model.weights):
+                value = np.asarray(var.numpy())
+                ds = group.create_dataset(f"{i:05d}", data=value.astype(dtype), compression="gzip", compression_opts=4)
+                ds.attrs["name"] = var.name
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_weights(model: Any, path: Path) -> None:
+    """Load weights written by :func:`save_weights` (or Keras ``save_weights`` .h5) and check every shape."""
+    import h5py
+
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise LandcoverError(f"weights file {path} cannot be read ({exc}); it is missing or corrupt, re-export it") from exc
+    with f:
+        if f.attrs.get("layout") != WEIGHTS_LAYOUT:
+            f.close()
+            _load_keras_weights(model, path)
+            return
+        group = f["weights"]
+        keys = sorted(group.keys())
+        variables = model.weights
+        if len(keys) != len(variables):
+            raise LandcoverError(
+                f"weights file {path} holds {len(keys)} arrays but the model described by the bundle has "
+                f"{len(variables)}; the metadata (architecture/backbone) does not match the weights"
+            )
+        values = []
+        for key, var in zip(keys, variables):
+            arr = np.asarray(group[key])
+            if tuple(arr.shape) != tuple(var.shape):
+                raise LandcoverError(_shape_mismatch_message(path, group[key].attrs.get("name", key), arr.shape, var))
+            values.append(arr.astype(var.dtype.as_numpy_dtype if hasattr(var.dtype, "as_numpy_dtype") else np.float32))
+    model.set_weights(values)
+
+
+def _shape_mismatch_message(path: Path, name: str, shape: tuple, var: Any) -> str:
+    last = tuple(var.shape)
+    hint = "the metadata (architecture, backbone, classes, input bands) does not match the weights"
+    if len(last) == 4 and len(shape) == 4 and last[:3] == tuple(shape[:3]):
+        hint = f"the weights have {shape[-1]} outputs but the metadata lists {last[-1]} classes"
+    elif len(last) == 4 and len(shape) == 4 and last[2] != shape[2] and last[3] == shape[3]:
+        hint = f"the weights take {shape[2]} input bands but the metadata says {last[2]}"
+    return f"weights file {path}: array {name} has shape {tuple(shape)}, the model expects {last}; {hint}"
+
+
+def _load_keras_weights(model: Any, path: Path) -> None:
+    try:
+        model.load_weights(str(path))
+    except (ValueError, OSError, KeyError) as exc:
+        raise LandcoverError(
+            f"weights file {path} does not fit the model described by the bundle ({exc}); "
+            "check architecture, backbone, classes and input bands"
+        ) from exc
+
+
+def build_from_bundle(bundle: ModelBundle) -> Any:
+    """The network a bundle describes, with its weights loaded (or seeded random weights if untrained)."""
+    tf = import_tensorflow()
+    if bundle.is_untrained:
+        tf.keras.utils.set_random_seed(bundle.seed)
+    model = build_model(bundle.architecture, bundle.backbone, bundle.num_classes, bundle.input_bands)
+    if bundle.weights is not None:
+        load_weights(model, bundle.weights)
+    return model

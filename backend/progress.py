@@ -1,0 +1,95 @@
+"""Progress reporting: a terminal bar, JSON lines for the QGIS worker protocol, or nothing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+
+class Progress:
+    """Silent reporter; the base of the others."""
+
+    def start(self, stage: str, total: int, message: str = "") -> None:
+        """Begin a stage of ``total`` steps."""
+
+    def advance(self, done: int) -> None:
+        """``done`` steps of the current stage are complete."""
+
+    def warn(self, message: str) -> None:
+        """Something the user should know but that does not stop the run."""
+
+    def info(self, message: str) -> None:
+        """A status line (e.g. which model was loaded)."""
+
+    def close(self) -> None:
+        """The run ended (successfully or not)."""
+
+
+class JsonProgress(Progress):
+    """One JSON object per line on ``stream``: the worker protocol the QGIS plugin reads."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.stage = ""
+        self.total = 0
+        self._last = -1
+
+    def emit(self, **obj: Any) -> None:
+        self.stream.write(json.dumps(obj) + "\n")
+        self.stream.flush()
+
+    def start(self, stage: str, total: int, message: str = "") -> None:
+        self.stage, self.total, self._last = stage, total, -1
+        self.emit(stage=stage, done=0, total=total, message=message)
+
+    def advance(self, done: int) -> None:
+        if done != self._last:
+            self._last = done
+            self.emit(stage=self.stage, done=done, total=self.total, message="")
+
+    def warn(self, message: str) -> None:
+        self.emit(stage="warning", done=0, total=0, message=message)
+
+    def info(self, message: str) -> None:
+        self.emit(stage="info", done=0, total=0, message=message)
+
+
+class BarProgress(Progress):
+    """tqdm bar on stderr; warnings and info printed above it."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self._bar = None
+
+    def start(self, stage: str, total: int, message: str = "") -> None:
+        from tqdm import tqdm
+
+        self.close()
+        self._bar = tqdm(total=total, desc=stage, unit="tile", file=self.stream, dynamic_ncols=True)
+
+    def advance(self, done: int) -> None:
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+
+    def warn(self, message: str) -> None:
+        self._write(f"warning: {message}")
+
+    def info(self, message: str) -> None:
+        self._write(message)
+
+    def _write(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def make_progress(kind: str) -> Progress:
+    """``bar``, ``json`` or ``none``."""
+    return {"bar": BarProgress, "json": JsonProgress, "none": Progress}[kind]()

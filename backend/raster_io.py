@@ -1,0 +1,407 @@
+"""Reading input rasters as analysts have them, one strip at a time.
+
+:class:`RasterSource` validates an input once (bands, data type, CRS, pixel size) and then serves
+reflect-indexed pixel blocks plus a validity mask, so the engine never holds the whole image.
+
+Rules (also in the README):
+- Bands: the model's band count is taken from the non-alpha bands, first ones first (bands 1-3 of
+  an RGBN raster) unless ``bands`` chooses them. An alpha band, a nodata value or an internal mask
+  marks pixels invalid; a pixel is invalid when every chosen band is masked (GDAL's rule).
+- Data type: uint8 is used as is. Other types whose valid values all lie in 0..255 are used as is;
+  floats within 0..1 are multiplied by 255; anything else is stretched per band linearly from its
+  2nd to its 98th percentile (taken on a decimated read) to 0..255. NaN is invalid.
+- Pixel size: converted to metres (projected CRS by its unit, geographic CRS at the centre
+  latitude) and compared with the model's; more than 2x off gives a warning, ``resample_to_m``
+  warps on the fly (bilinear) to the model's resolution.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from backend.errors import LandcoverError
+
+GSD_TOLERANCE = 2.0  # warn when the raster's pixel size is more than this factor off the model's
+MAX_PIXELS = 2_000_000_000  # refuse (resampled) rasters larger than this: hours of CPU, likely a mistake
+_STATS_SIZE = 1024  # long side of the decimated read used for the percentile stretch
+_METRES_PER_DEGREE_LAT = 110_574.0
+_METRES_PER_DEGREE_LON_EQUATOR = 111_320.0
+
+
+@dataclass(frozen=True)
+class Window:
+    """A pixel window of the input raster: ``col_off, row_off, width, height``."""
+
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.height < 1 or self.col_off < 0 or self.row_off < 0:
+            raise LandcoverError(
+                f"window {self.as_text()} must have col_off,row_off >= 0 and width,height >= 1"
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> "Window":
+        """Parse ``COL_OFF,ROW_OFF,WIDTH,HEIGHT``."""
+        try:
+            values = [int(v) for v in text.split(",")]
+        except ValueError:
+            values = []
+        if len(values) != 4:
+            raise LandcoverError(f"--window {text!r} must be four integers COL_OFF,ROW_OFF,WIDTH,HEIGHT")
+        return cls(*values)
+
+    def as_text(self) -> str:
+        return f"{self.col_off},{self.row_off},{self.width},{self.height}"
+
+
+def parse_bands(text: str | None) -> tuple[int, ...] | None:
+    """Parse ``--bands 1,2,3`` (1-based band numbers)."""
+    if text is None or text == "":
+        return None
+    try:
+        bands = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise LandcoverError(f"--bands {text!r} must be comma-separated band numbers, e.g. 1,2,3") from None
+    if any(b < 1 for b in bands):
+        raise LandcoverError(f"--bands {text!r}: band numbers start at 1")
+    return bands
+
+
+def pixel_size_m(crs, transform, width: int, height: int) -> tuple[float, float] | None:
+    """Pixel width and height in metres, or None without a CRS (or with a unit we cannot convert)."""
+    if crs is None:
+        return None
+    px = math.hypot(transform.a, transform.d)
+    py = math.hypot(transform.b, transform.e)
+    if crs.is_geographic:
+        lat = (transform * (width / 2, height / 2))[1]
+        lat = max(-89.9, min(89.9, lat))
+        return (
+            px * _METRES_PER_DEGREE_LON_EQUATOR * math.cos(math.radians(lat)),
+            py * _METRES_PER_DEGREE_LAT,
+        )
+    try:
+        factor = crs.linear_units_factor[1]
+    except Exception:  # noqa: BLE001 - rasterio raises CRSError or ValueError for odd units
+        return None
+    return px * factor, py * factor
+
+
+@dataclass
+class SourceInfo:
+    """What was learned about an input while opening it (reported to the user)."""
+
+    path: Path
+    band_count: int
+    bands: tuple[int, ...]
+    dtype: str
+    crs_text: str | None
+    pixel_size_m: tuple[float, float] | None
+    resampled: bool = False
+    scaling: str = "none"
+    warnings: list[str] = field(default_factory=list)
+
+
+class RasterSource:
+    """An opened input raster, windowed and/or resampled, serving model-ready pixel blocks.
+
+    Args:
+        path: any raster GDAL reads.
+        model_bands: how many bands the model takes.
+        bands: 1-based band numbers to use, or None for the default rule.
+        window: restrict to this pixel window of the input.
+        model_gsd_m: the model's metres per pixel (for the warning and resampling).
+        resample: warp to ``model_gsd_m`` on the fly.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        model_bands: int,
+        bands: tuple[int, ...] | None = None,
+        window: Window | None = None,
+        model_gsd_m: float | None = None,
+        resample: bool = False,
+    ) -> None:
+        import rasterio
+        from rasterio.errors import RasterioIOError
+
+        self.path = Path(path)
+        if not self.path.exists() and "://" not in str(path) and not str(path).startswith("/vsi"):
+            raise LandcoverError(f"input raster {self.path} does not exist; check the path")
+        try:
+            self._src = rasterio.open(str(path))
+        except RasterioIOError as exc:
+            raise LandcoverError(
+                f"cannot read {self.path} as a raster ({_gdal_reason(exc)}); is it a GeoTIFF or another GDAL format, "
+                "and not truncated?"
+            ) from exc
+        try:
+            self._setup(model_bands, bands, window, model_gsd_m, resample)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, model_bands, bands, window, model_gsd_m, resample) -> None:
+        from rasterio.enums import ColorInterp
+        from rasterio.windows import Window as RioWindow
+
+        src = self._src
+        alpha = [i + 1 for i, ci in enumerate(src.colorinterp) if ci == ColorInterp.alpha]
+        data_bands = [b for b in range(1, src.count + 1) if b not in alpha]
+        info_warnings: list[str] = []
+        if bands is None:
+            if len(data_bands) < model_bands:
+                raise LandcoverError(
+                    f"{self.path.name} has {len(data_bands)} data band(s) but the model needs {model_bands} "
+                    f"(RGB); use a {model_bands}-band orthophoto"
+                    + (" or choose bands with --bands" if src.count >= model_bands else "")
+                )
+            bands = tuple(data_bands[:model_bands])
+            if len(data_bands) > model_bands:
+                info_warnings.append(
+                    f"{self.path.name} has {len(data_bands)} bands; using bands {','.join(map(str, bands))} "
+                    "as RGB (choose others with --bands)"
+                )
+        else:
+            if len(bands) != model_bands:
+                raise LandcoverError(f"--bands lists {len(bands)} band(s) but the model needs {model_bands}")
+            bad = [b for b in bands if b > src.count]
+            if bad:
+                raise LandcoverError(f"--bands {bad} do not exist: {self.path.name} has {src.count} band(s)")
+        self.bands = tuple(bands)
+
+        if window is not None:
+            if window.col_off + window.width > src.width or window.row_off + window.height > src.height:
+                w = RioWindow(window.col_off, window.row_off, window.width, window.height)
+                full = RioWindow(0, 0, src.width, src.height)
+                try:
+                    w = w.intersection(full)
+                except Exception:  # noqa: BLE001 - rasterio raises WindowError for disjoint windows
+                    raise LandcoverError(
+                        f"window {window.as_text()} lies outside the raster ({src.width} x {src.height} px)"
+                    ) from None
+                window = Window(int(w.col_off), int(w.row_off), int(w.width), int(w.height))
+        win = window or Window(0, 0, src.width, src.height)
+        transform = src.window_transform(RioWindow(win.col_off, win.row_off, win.width, win.height))
+        size_m = pixel_size_m(src.crs, transform, win.width, win.height)
+
+        if src.crs is None:
+            info_warnings.append(
+                f"{self.path.name} has no CRS: segmenting anyway, the output has no CRS either and areas are in pixels"
+            )
+        elif size_m is None:
+            info_warnings.append(f"cannot convert the pixel size of {self.path.name} to metres; areas are in pixels")
+
+        self._ds = src
+        self._row_off, self._col_off = win.row_off, win.col_off
+        self.height, self.width = win.height, win.width
+        self.transform = transform
+        self.crs = src.crs
+        resampled = False
+        if size_m is not None and model_gsd_m:
+            ratio = math.sqrt(size_m[0] * size_m[1]) / model_gsd_m
+            if resample and not (0.999 < ratio < 1.001):
+                self._warp_to(model_gsd_m, size_m, transform, win)
+                resampled = True
+                info_warnings.append(
+                    f"resampled from {_fmt_m(size_m)} to the model's {model_gsd_m:g} m pixels "
+                    f"({self.width} x {self.height} px)"
+                )
+            elif ratio > GSD_TOLERANCE or ratio < 1 / GSD_TOLERANCE:
+                info_warnings.append(
+                    f"pixel size {_fmt_m(size_m)} is {_fmt_ratio(ratio)} the model's {model_gsd_m:g} m: "
+                    "objects will not look like they did in training and results will be poor; "
+                    "pass --resample to resample to the model's resolution"
+                )
+        elif resample and src.crs is None:
+            raise LandcoverError(f"--resample needs a CRS, and {self.path.name} has none; assign one in QGIS or GDAL")
+        if self.height * self.width > MAX_PIXELS:
+            raise LandcoverError(
+                f"the raster to segment would be {self.width} x {self.height} px, more than {MAX_PIXELS:,} pixels; "
+                "choose a smaller area (--window) or a model made for this resolution"
+            )
+
+        self._masked = any(
+            flags != [_all_valid()] for flags in (self._ds.mask_flag_enums[b - 1] for b in self.bands)
+        )
+        self._scale = self._scaling_rule()
+        self.info = SourceInfo(
+            path=self.path,
+            band_count=src.count,
+            bands=self.bands,
+            dtype=src.dtypes[self.bands[0] - 1],
+            crs_text=src.crs.to_string() if src.crs else None,
+            pixel_size_m=pixel_size_m(self.crs, self.transform, self.width, self.height),
+            resampled=resampled,
+            scaling=self._scale.describe(),
+            warnings=info_warnings,
+        )
+        if self._scale.kind not in ("none",):
+            info_warnings.append(f"{self.info.dtype} data: {self._scale.describe()}")
+
+    def _warp_to(self, model_gsd_m: float, size_m: tuple[float, float], transform, win: Window) -> None:
+        from affine import Affine
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+
+        width = max(1, round(win.width * size_m[0] / model_gsd_m))
+        height = max(1, round(win.height * size_m[1] / model_gsd_m))
+        if width * height > MAX_PIXELS:
+            raise LandcoverError(
+                f"resampling to {model_gsd_m:g} m would make a {width} x {height} px raster; "
+                "choose a smaller area (--window) or a model made for this resolution"
+            )
+        new_transform = transform * Affine.scale(win.width / width, win.height / height)
+        vrt_kwargs = {}
+        if self._src.nodata is not None:
+            vrt_kwargs["src_nodata"] = self._src.nodata
+            vrt_kwargs["nodata"] = self._src.nodata
+        self._ds = WarpedVRT(
+            self._src,
+            crs=self._src.crs,
+            transform=new_transform,
+            width=width,
+            height=height,
+            resampling=Resampling.bilinear,
+            **vrt_kwargs,
+        )
+        self._row_off = self._col_off = 0
+        self.height, self.width = height, width
+        self.transform = new_transform
+
+    def _scaling_rule(self) -> "_Scaling":
+        dtype = np.dtype(self._ds.dtypes[self.bands[0] - 1])
+        if dtype == np.uint8:
+            return _Scaling("none")
+        from rasterio.enums import Resampling
+
+        factor = max(1.0, max(self.height, self.width) / _STATS_SIZE)
+        shape = (len(self.bands), max(1, int(self.height / factor)), max(1, int(self.width / factor)))
+        sample = self._ds.read(
+            list(self.bands),
+            window=self._rio_window(self._row_off, self._col_off, self.height, self.width),
+            out_shape=shape,
+            resampling=Resampling.nearest,
+            masked=True,
+        ).astype(np.float64)
+        values = np.ma.masked_invalid(sample)
+        if values.count() == 0:
+            raise LandcoverError(f"{self.path.name} has no valid pixels (all nodata) in the area to segment")
+        vmin, vmax = float(values.min()), float(values.max())
+        if vmin >= 0 and vmax <= 255 and (dtype.kind in "iu" or vmax > 1):
+            return _Scaling("none", note=f"values {vmin:g}..{vmax:g} used as 8-bit")
+        if dtype.kind == "f" and vmin >= 0 and vmax <= 1:
+            return _Scaling("linear", np.zeros(len(self.bands)), np.full(len(self.bands), 1.0), "0..1 values x 255")
+        lows, highs = [], []
+        for b in range(len(self.bands)):
+            band = values[b].compressed()
+            lo, hi = np.percentile(band, [2, 98]) if band.size else (0.0, 1.0)
+            if hi <= lo:
+                hi = lo + 1.0
+            lows.append(lo)
+            highs.append(hi)
+        return _Scaling("linear", np.array(lows), np.array(highs), "stretched per band from the 2nd-98th percentile to 0..255")
+
+    @staticmethod
+    def _rio_window(row: int, col: int, height: int, width: int):
+        from rasterio.windows import Window as RioWindow
+
+        return RioWindow(col, row, width, height)
+
+    def read(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels at the given (reflected) row and column indices of this source.
+
+        Returns:
+            ``(pixels, valid)``: ``(len(rows), len(cols), bands)`` array in 0..255 units (uint8 or
+            float32) and a boolean ``(len(rows), len(cols))`` validity mask.
+        """
+        r0, r1 = int(rows.min()), int(rows.max()) + 1
+        c0, c1 = int(cols.min()), int(cols.max()) + 1
+        win = self._rio_window(self._row_off + r0, self._col_off + c0, r1 - r0, c1 - c0)
+        try:
+            data = self._ds.read(list(self.bands), window=win)
+            masks = self._ds.read_masks(list(self.bands), window=win) if self._masked else None
+        except Exception as exc:  # noqa: BLE001 - GDAL read errors surface as various rasterio errors
+            raise LandcoverError(
+                f"reading {self.path.name} failed at rows {r0}-{r1}, columns {c0}-{c1} ({_gdal_reason(exc)}); "
+                "the file may be truncated or corrupt"
+            ) from exc
+        ri, ci = rows - r0, cols - c0
+        pixels = np.moveaxis(data, 0, -1)[np.ix_(ri, ci)]
+        valid = masks.max(axis=0)[np.ix_(ri, ci)] > 0 if masks is not None else np.ones(pixels.shape[:2], bool)
+        if pixels.dtype.kind == "f":
+            finite = np.isfinite(pixels).all(axis=-1)
+            valid &= finite
+            pixels = np.where(finite[..., None], pixels, 0)
+        return self._scale.apply(pixels), valid
+
+    @property
+    def has_mask(self) -> bool:
+        return self._masked
+
+    def close(self) -> None:
+        if getattr(self, "_ds", None) is not None and self._ds is not self._src:
+            self._ds.close()
+        self._src.close()
+
+    def __enter__(self) -> "RasterSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class _Scaling:
+    kind: str  # "none" or "linear"
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    note: str = ""
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        if self.kind == "none":
+            return pixels if pixels.dtype == np.uint8 else pixels.astype(np.float32)
+        scaled = (pixels.astype(np.float32) - self.low.astype(np.float32)) / (self.high - self.low).astype(np.float32)
+        return np.clip(scaled * 255.0, 0.0, 255.0)
+
+    def describe(self) -> str:
+        if self.kind == "none":
+            return self.note or "none"
+        return self.note
+
+
+def _all_valid():
+    from rasterio.enums import MaskFlags
+
+    return MaskFlags.all_valid
+
+
+def _gdal_reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def _fmt_m(size_m: tuple[float, float]) -> str:
+    v = math.sqrt(size_m[0] * size_m[1])
+    return f"{v:.3g} m"
+
+
+def _fmt_ratio(ratio: float) -> str:
+    return f"{ratio:.3g}x" if ratio >= 1 else f"1/{1 / ratio:.3g} of"
+
+
+def silence_rasterio_warnings() -> None:
+    """rasterio warns about georeferencing on CRS-less rasters; we report that ourselves."""
+    from rasterio.errors import NotGeoreferencedWarning
+
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)

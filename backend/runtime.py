@@ -1,0 +1,52 @@
+"""Inference runtimes: "a batch of normalised tiles in, class probabilities out".
+
+The engine (:mod:`backend.inference`) does all tiling, blending and IO; a runtime only runs the
+network. Keeping this seam narrow lets tests use an exact identity model and lets other runtimes
+(e.g. ONNX Runtime) share every other line of code.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from backend.bundle import ModelBundle
+from backend.errors import LandcoverError
+
+RUNTIMES = ("auto", "tensorflow")
+
+
+class Runtime(Protocol):
+    """Runs a segmentation network on a batch of tiles."""
+
+    name: str
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """``(n, tile, tile, bands)`` float32 normalised input -> ``(n, tile, tile, classes)`` float32 probabilities."""
+        ...
+
+
+class TensorFlowRuntime:
+    """The bundle's Keras model, called through one traced ``tf.function`` (no per-call predict() set-up)."""
+
+    name = "tensorflow"
+
+    def __init__(self, bundle: ModelBundle) -> None:
+        from backend.models import build_from_bundle
+        from backend.tf_import import import_tensorflow
+
+        tf = import_tensorflow()
+        self.model = build_from_bundle(bundle)
+        spec = tf.TensorSpec([None, bundle.tile_size, bundle.tile_size, bundle.input_bands], tf.float32)
+        self._call = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self._call(batch).numpy()
+
+
+def make_runtime(bundle: ModelBundle, kind: str = "auto") -> Runtime:
+    """The runtime to use for ``bundle``: ``auto`` picks the fastest one available."""
+    if kind not in RUNTIMES:
+        raise LandcoverError(f"unknown runtime {kind!r}; use one of {', '.join(RUNTIMES)}")
+    return TensorFlowRuntime(bundle)
