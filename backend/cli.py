@@ -13,8 +13,8 @@ import json
 import signal
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from backend import __version__
 from backend.errors import LandcoverError
@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("input", metavar="INPUT", help="orthophoto (GeoTIFF or any GDAL raster)")
     seg.add_argument("output", metavar="OUTPUT", help="class raster to write (.tif)")
-    seg.add_argument("--model", help="bundle .json path, model name/key, or untrained:ARCH:BACKBONE (default: the bundled default)")
+    seg.add_argument(
+        "--model", help="bundle .json path, model name/key, or untrained:ARCH:BACKBONE (default: the bundled default)"
+    )
     seg.add_argument("--overlap", type=int, help="tile overlap in pixels, 0..tile/2 (default: the model's)")
     seg.add_argument("--batch-size", type=int, help="tiles per prediction call (default: the model's)")
     seg.add_argument("--bands", help="1-based input bands to use as RGB, e.g. 1,2,3 (default: first non-alpha bands)")

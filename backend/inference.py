@@ -358,7 +358,7 @@ def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, 
                 "the bundle metadata does not match the network"
             )
         probs = probs * weights
-        for (y, x, _), p in zip(queue, probs):
+        for (y, x, _), p in zip(queue, probs, strict=False):
             acc.add(y, x, p)
         n = len(queue)
         queue.clear()

@@ -113,7 +113,7 @@ def load_encoder_weights(model: Any, path: Path) -> int:
         if not values:
             continue
         current = layer.get_weights()
-        if len(current) == len(values) and all(a.shape == b.shape for a, b in zip(current, values)):
+        if len(current) == len(values) and all(a.shape == b.shape for a, b in zip(current, values, strict=False)):
             layer.set_weights(values)
             matched += 1
     if matched == 0:
@@ -152,7 +152,9 @@ def load_weights(model: Any, path: Path) -> None:
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise LandcoverError(f"weights file {path} cannot be read ({exc}); it is missing or corrupt, re-export it") from exc
+        raise LandcoverError(
+            f"weights file {path} cannot be read ({exc}); it is missing or corrupt, re-export it"
+        ) from exc
     with f:
         if f.attrs.get("layout") != WEIGHTS_LAYOUT:
             f.close()
@@ -167,7 +169,7 @@ def load_weights(model: Any, path: Path) -> None:
                 f"{len(variables)}; the metadata (architecture/backbone) does not match the weights"
             )
         values = []
-        for key, var in zip(keys, variables):
+        for key, var in zip(keys, variables, strict=False):
             arr = np.asarray(group[key])
             if tuple(arr.shape) != tuple(var.shape):
                 raise LandcoverError(_shape_mismatch_message(path, group[key].attrs.get("name", key), arr.shape, var))

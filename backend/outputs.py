@@ -88,11 +88,14 @@ class disk_errors:  # noqa: N801 - used as a context manager, reads like a state
             return False
         text = str(exc)
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left" in text:
-            raise LandcoverError(f"no space left on the disk while writing {self.path}; free space or write elsewhere") from exc
+            raise LandcoverError(
+                f"no space left on the disk while writing {self.path}; free space or write elsewhere"
+            ) from exc
         if isinstance(exc, PermissionError) or "Permission denied" in text:
             raise LandcoverError(f"no permission to write {self.path}; choose a folder you can write to") from exc
         if exc_type.__module__.startswith("rasterio") and ("write" in text.lower() or "disk" in text.lower()):
-            raise LandcoverError(f"writing {self.path} failed ({text.splitlines()[0][:200]}); check free space") from exc
+            reason = text.splitlines()[0][:200]
+            raise LandcoverError(f"writing {self.path} failed ({reason}); check free space") from exc
         return False
 
 
@@ -204,7 +207,7 @@ class AreaSummary:
     def rows(self) -> list[dict[str, Any]]:
         total = self.valid_pixels
         out = []
-        for c, n in zip(self.classes, self.counts):
+        for c, n in zip(self.classes, self.counts, strict=False):
             out.append(
                 {
                     "id": c.id,

@@ -49,7 +49,7 @@ class Window:
             )
 
     @classmethod
-    def parse(cls, text: str) -> "Window":
+    def parse(cls, text: str) -> Window:
         """Parse ``COL_OFF,ROW_OFF,WIDTH,HEIGHT``."""
         try:
             values = [int(v) for v in text.split(",")]
@@ -279,7 +279,7 @@ class RasterSource:
         self.height, self.width = height, width
         self.transform = new_transform
 
-    def _scaling_rule(self) -> "_Scaling":
+    def _scaling_rule(self) -> _Scaling:
         dtype = np.dtype(self._ds.dtypes[self.bands[0] - 1])
         if dtype == np.uint8:
             return _Scaling("none")
@@ -310,7 +310,8 @@ class RasterSource:
                 hi = lo + 1.0
             lows.append(lo)
             highs.append(hi)
-        return _Scaling("linear", np.array(lows), np.array(highs), "stretched per band from the 2nd-98th percentile to 0..255")
+        note = "stretched per band from the 2nd-98th percentile to 0..255"
+        return _Scaling("linear", np.array(lows), np.array(highs), note)
 
     @staticmethod
     def _rio_window(row: int, col: int, height: int, width: int):
@@ -354,7 +355,7 @@ class RasterSource:
             self._ds.close()
         self._src.close()
 
-    def __enter__(self) -> "RasterSource":
+    def __enter__(self) -> RasterSource:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,0 +1,81 @@
+# Landcover: `make demo` and `make test` set up everything they need on a fresh Debian 12 machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+APT_PACKAGES := python3-venv python3-qgis qgis qgis-providers time
+SHARED      ?= $(abspath ../shared)
+CONFIG      ?= training/configs/default.yaml
+DEMO_OUT    := out/demo
+DEMO_IMAGE  := demo/orthophoto.tif
+
+# TensorFlow and QGIS must never share a process; the TF-side tests run without the pytest-qgis plugin.
+export SM_FRAMEWORK := tf.keras
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export QT_QPA_PLATFORM := offscreen
+export LANDCOVER_SHARED ?= $(SHARED)
+export LANDCOVER_PYTHON ?= $(abspath $(PY))
+export PYTHONPATH := $(abspath .)
+
+.PHONY: help setup apt test test-fast lint bench demo train smoke package clean
+
+help:
+	@echo "make demo     set up, then segment the bundled demo orthophoto with the default model into $(DEMO_OUT)/"
+	@echo "make test     set up, then run every test (backend, training, plugin), slow ones included"
+	@echo "make setup    install Debian packages (as root), create $(VENV), install pinned Python packages"
+	@echo "make lint     ruff"
+	@echo "make bench    run the benchmarks (results printed and written to benchmarks/results/)"
+	@echo "make train    run the training pipeline (CONFIG=$(CONFIG))"
+	@echo "make smoke    run every training step end to end on tiny synthetic data"
+	@echo "make package  build dist/landcover_plugin.zip for QGIS 'Install from ZIP'"
+
+setup: apt $(STAMP)
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing; run 'sudo make setup' or: sudo apt-get install$$missing" >&2; exit 2; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMP): requirements.txt requirements-nodeps.txt
+	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -p no:pytest_qgis -p no:cacheprovider tests/backend tests/training
+	@if [ -d tests/plugin ]; then $(PY) -m pytest -p no:cacheprovider tests/plugin; fi
+
+lint: setup
+	$(VENV)/bin/ruff check backend training landcover_plugin tests benchmarks scripts
+
+bench: setup
+	$(PY) benchmarks/bench_engine.py
+	@if [ -f benchmarks/bench_runtimes.py ]; then $(PY) benchmarks/bench_runtimes.py; fi
+
+demo: setup
+	@mkdir -p $(DEMO_OUT)
+	$(PY) -m backend segment $(DEMO_IMAGE) $(DEMO_OUT)/landcover.tif
+	@cp $(DEMO_OUT)/landcover.areas.csv $(DEMO_OUT)/areas.csv
+	$(PY) -m backend preview $(DEMO_IMAGE) $(DEMO_OUT)/landcover.tif $(DEMO_OUT)/preview.png
+	@echo; echo "demo outputs in $(DEMO_OUT)/:"; ls -1 $(DEMO_OUT)/ | sed 's/^/  /'
+
+train: setup
+	$(PY) -m training run --config $(CONFIG)
+
+smoke: setup
+	$(PY) -m training run --config training/configs/smoke.yaml
+
+package: setup
+	$(PY) scripts/package_plugin.py dist/landcover_plugin.zip
+
+clean:
+	rm -rf out dist build .pytest_cache .ruff_cache
