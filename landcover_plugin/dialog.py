@@ -1,0 +1,368 @@
+"""The Landcover dialog: choose layer, model, area and outputs, validate, start a background task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsMapLayerProxyModel,
+    QgsMessageLog,
+    QgsRasterLayer,
+    QgsSettings,
+)
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMessageBar
+from qgis.PyQt.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QRadioButton,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import export, job, models, runner
+from .errors import LandcoverPluginError
+from .results import add_results
+from .styling import areas_oneline, areas_summary
+from .worker.task import LOG_TAG, SegmentTask
+
+SETTINGS = "landcover/"
+UNTRAINED_SPEC = "untrained:Unet:resnet18"
+
+
+def report_task(iface, task: SegmentTask, add_to_map: bool = True) -> None:
+    """Show a finished task's result to the user: layers on the map, summary or error in the message bar."""
+    bar = iface.messageBar()
+    if task.outcome is not None:
+        outcome = task.outcome
+        if add_to_map:
+            try:
+                add_results(outcome)
+            except LandcoverPluginError as exc:
+                bar.pushMessage("Landcover", str(exc), level=Qgis.Critical)
+                return
+        summary = areas_summary(outcome.areas)
+        QgsMessageLog.logMessage(f"{outcome.layer_name} → {outcome.output}\n{summary}", LOG_TAG, Qgis.Info)
+        bar.pushMessage("Landcover", f"{outcome.model.name}: {areas_oneline(outcome.areas)} — areas written to "
+                        f"{outcome.output.with_suffix('')}.areas.csv", level=Qgis.Success, duration=15)
+        for warning in outcome.warnings:
+            bar.pushMessage("Landcover", warning, level=Qgis.Warning, duration=15)
+    elif task.canceled:
+        bar.pushMessage("Landcover", "segmentation cancelled; no output was kept", level=Qgis.Info, duration=5)
+    else:
+        bar.pushMessage("Landcover", f"{task.error} (details in the Log Messages panel, tab Landcover)",
+                        level=Qgis.Critical)
+
+
+class LandcoverDialog(QDialog):
+    """Non-modal dialog; ``run()`` validates and starts a :class:`SegmentTask`."""
+
+    def __init__(self, iface, parent: QWidget | None = None) -> None:
+        super().__init__(parent or iface.mainWindow())
+        self.iface = iface
+        self.tasks: list[SegmentTask] = []
+        self.last_error: str | None = None
+        self.setWindowTitle("Landcover: land-cover map from an orthophoto")
+        self._build()
+        self.refresh_models()
+        self._load_settings()
+
+    # ----------------------------------------------------------------- UI
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        self.bar = QgsMessageBar(self)
+        self.bar.setSizePolicy(QSizePolicy.Minimum, QSizePolicy.Fixed)
+        layout.addWidget(self.bar)
+
+        box = QGroupBox("Input")
+        form = QFormLayout(box)
+        self.layer_combo = QgsMapLayerComboBox()
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_combo.setAllowEmptyLayer(True)
+        active = self.iface.activeLayer()
+        if isinstance(active, QgsRasterLayer):
+            self.layer_combo.setLayer(active)
+        form.addRow("Raster layer", self.layer_combo)
+        self.bands_edit = QLineEdit()
+        self.bands_edit.setPlaceholderText("default: the first bands (alpha skipped), e.g. 1,2,3")
+        form.addRow("Bands", self.bands_edit)
+        layout.addWidget(box)
+
+        box = QGroupBox("Model")
+        form = QFormLayout(box)
+        row = QHBoxLayout()
+        self.model_combo = QComboBox()
+        self.model_combo.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.clicked.connect(self._browse_model)
+        row.addWidget(self.model_combo)
+        row.addWidget(self.browse_button)
+        form.addRow("Model", row)
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        form.addRow("", self.model_label)
+        self.model_combo.currentIndexChanged.connect(self._model_changed)
+        layout.addWidget(box)
+
+        box = QGroupBox("Area")
+        form = QFormLayout(box)
+        self.area_layer = QRadioButton("Whole layer")
+        self.area_extent = QRadioButton("Current map extent")
+        self.area_polygons = QRadioButton("Features of a polygon layer")
+        self.area_group = QButtonGroup(self)
+        for i, button in enumerate((self.area_layer, self.area_extent, self.area_polygons)):
+            self.area_group.addButton(button, i)
+            form.addRow(button)
+        self.area_layer.setChecked(True)
+        self.polygon_combo = QgsMapLayerComboBox()
+        self.polygon_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.selected_only = QCheckBox("Selected features only")
+        form.addRow("Polygon layer", self.polygon_combo)
+        form.addRow("", self.selected_only)
+        layout.addWidget(box)
+
+        box = QGroupBox("Processing")
+        form = QFormLayout(box)
+        self.overlap_spin = QSpinBox()
+        self.overlap_spin.setRange(0, 512)
+        self.overlap_spin.setSuffix(" px")
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 256)
+        self.resample_check = QCheckBox("Resample to the model's resolution when the pixel size differs")
+        self.python_widget = QgsFileWidget()
+        self.python_widget.setStorageMode(QgsFileWidget.GetFile)
+        self.python_widget.lineEdit().setPlaceholderText(
+            f"default: ${runner.ENV_PYTHON} or the source tree's .venv/bin/python")
+        form.addRow("Tile overlap", self.overlap_spin)
+        form.addRow("Batch size", self.batch_spin)
+        form.addRow("", self.resample_check)
+        form.addRow("Worker Python", self.python_widget)
+        layout.addWidget(box)
+
+        box = QGroupBox("Outputs")
+        form = QFormLayout(box)
+        self.output_widget = self._save_widget("GeoTIFF (*.tif)", "[temporary file]")
+        self.confidence_check = QCheckBox("Confidence raster")
+        self.confidence_widget = self._save_widget("GeoTIFF (*.tif)", "[temporary file]")
+        self.polygons_check = QCheckBox("Polygons per class")
+        self.polygons_widget = self._save_widget("GeoPackage (*.gpkg)", "[temporary file]")
+        self.add_to_map = QCheckBox("Add results to the map")
+        self.add_to_map.setChecked(True)
+        form.addRow("Class raster", self.output_widget)
+        form.addRow(self.confidence_check, self.confidence_widget)
+        form.addRow(self.polygons_check, self.polygons_widget)
+        form.addRow("", self.add_to_map)
+        layout.addWidget(box)
+
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        self.run_button = self.buttons.addButton("Run", QDialogButtonBox.AcceptRole)
+        self.buttons.accepted.connect(self.run)
+        self.buttons.rejected.connect(self.reject)
+        layout.addWidget(self.buttons)
+
+    @staticmethod
+    def _save_widget(file_filter: str, placeholder: str) -> QgsFileWidget:
+        widget = QgsFileWidget()
+        widget.setStorageMode(QgsFileWidget.SaveFile)
+        widget.setFilter(file_filter)
+        widget.lineEdit().setPlaceholderText(placeholder)
+        return widget
+
+    # ------------------------------------------------------------- models
+    def refresh_models(self, select: str | None = None) -> None:
+        """Fill the model list: bundled and user bundles, remembered files, and the untrained check model."""
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self._models: list[models.ModelInfo] = models.list_models()
+        known = {str(m.path) for m in self._models}
+        for path in QgsSettings().value(SETTINGS + "extra_models", [], list) or []:
+            if path not in known and Path(path).is_file():
+                try:
+                    self._models.append(models.load_model_info(path, "file"))
+                except LandcoverPluginError:
+                    continue
+        self._models.append(models.untrained_model(UNTRAINED_SPEC))
+        for info in self._models:
+            label = f"{info.name} ({info.origin})" if info.origin != "untrained" else \
+                f"{info.name} (random weights: installation check only)"
+            self.model_combo.addItem(label, info.spec)
+        self.model_combo.blockSignals(False)
+        if select is not None:
+            self.select_model(select)
+        self._model_changed()
+
+    def add_model_file(self, path: str) -> models.ModelInfo:
+        """Add a bundle JSON to the list (and remember it) and select it.
+
+        Raises:
+            LandcoverPluginError: it is not a readable bundle.
+        """
+        info = models.load_model_info(path, "file")
+        extra = QgsSettings().value(SETTINGS + "extra_models", [], list) or []
+        if str(info.path) not in extra:
+            QgsSettings().setValue(SETTINGS + "extra_models", [*extra, str(info.path)])
+        self.refresh_models(select=info.spec)
+        return info
+
+    def select_model(self, spec: str) -> bool:
+        """Select a listed model by spec (path or untrained:...) or name."""
+        for i, info in enumerate(self._models):
+            if spec in (info.spec, info.name):
+                self.model_combo.setCurrentIndex(i)
+                return True
+        return False
+
+    def current_model(self) -> models.ModelInfo | None:
+        """The selected model, or None."""
+        i = self.model_combo.currentIndex()
+        return self._models[i] if 0 <= i < len(self._models) else None
+
+    def _browse_model(self) -> None:
+        start = QgsSettings().value(SETTINGS + "model_dir", str(models.user_models_dir()))
+        path, _ = QFileDialog.getOpenFileName(self, "Model bundle", start, "Landcover model (*.json)")
+        if path:
+            QgsSettings().setValue(SETTINGS + "model_dir", str(Path(path).parent))
+            try:
+                self.add_model_file(path)
+            except LandcoverPluginError as exc:
+                self.show_error(str(exc))
+
+    def _model_changed(self) -> None:
+        info = self.current_model()
+        if info is None:
+            self.model_label.setText("No model: train one with 'make train' or Browse… for a bundle .json")
+            return
+        self.model_label.setText(info.describe())
+        self.overlap_spin.setMaximum(max(0, info.tile_size // 2))
+        self.overlap_spin.setValue(info.overlap)
+        self.batch_spin.setValue(info.default_batch_size)
+
+    # ------------------------------------------------------------ request
+    def area(self, layer: QgsRasterLayer) -> export.Area:
+        """The chosen area in the layer's CRS.
+
+        Raises:
+            LandcoverPluginError: polygon area without usable polygons.
+        """
+        if self.area_extent.isChecked():
+            canvas = self.iface.mapCanvas()
+            return export.extent_area(canvas.extent(), canvas.mapSettings().destinationCrs(), layer)
+        if self.area_polygons.isChecked():
+            return export.polygon_area(self.polygon_combo.currentLayer(), layer, self.selected_only.isChecked())
+        return export.Area()
+
+    def request(self) -> job.SegmentRequest:
+        """The user's choices as a request.
+
+        Raises:
+            LandcoverPluginError: something required is missing.
+        """
+        layer = self.layer_combo.currentLayer()
+        if layer is None:
+            raise LandcoverPluginError("no raster layer chosen; add an orthophoto to the map and select it as input")
+        model = self.current_model()
+        if model is None:
+            raise LandcoverPluginError("no model chosen; Browse… for a bundle .json or train one with 'make train'")
+        out = self.output_widget.filePath().strip()
+        if out and not out.lower().endswith((".tif", ".tiff")):
+            out += ".tif"
+        # "TEMP": the job writes a temporary file
+        confidence = self.confidence_widget.filePath().strip() or "TEMP" if self.confidence_check.isChecked() else None
+        polygons = self.polygons_widget.filePath().strip() or "TEMP" if self.polygons_check.isChecked() else None
+        return job.SegmentRequest(
+            layer=layer, model=model, area=self.area(layer), overlap=self.overlap_spin.value(),
+            batch_size=self.batch_spin.value(), bands=job.parse_bands(self.bands_edit.text()),
+            resample=self.resample_check.isChecked(), output=out or None, confidence=confidence, polygons=polygons,
+            python=self.python_widget.filePath().strip() or None,
+        )
+
+    # ---------------------------------------------------------------- run
+    def confirm(self, message: str) -> bool | None:
+        """Ask about a warning: True resample, False run as is, None cancel (tests replace this)."""
+        answer = QMessageBox.question(self, "Landcover", message,
+                                      QMessageBox.Yes | QMessageBox.No | QMessageBox.Cancel, QMessageBox.Yes)
+        return {QMessageBox.Yes: True, QMessageBox.No: False}.get(answer)
+
+    def show_error(self, message: str) -> None:
+        """Show a validation error inside the dialog."""
+        self.last_error = message
+        self.bar.clearWidgets()
+        self.bar.pushMessage("Cannot run", message, level=Qgis.Critical)
+        QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Warning)
+
+    def run(self) -> SegmentTask | None:
+        """Validate the choices and start the background task; None if it did not start."""
+        self.last_error = None
+        try:
+            request = self.request()
+            for warning in job.validate(request):
+                answer = self.confirm(f"{warning}.\n\nResample the layer to the model's resolution first?")
+                if answer is None:
+                    return None
+                if answer:
+                    request.resample = True
+                    self.resample_check.setChecked(True)
+            plan = job.prepare(request)
+        except LandcoverPluginError as exc:
+            self.show_error(str(exc))
+            return None
+        self._save_settings()
+        add_to_map = self.add_to_map.isChecked()
+
+        def done(task: SegmentTask) -> None:
+            report_task(self.iface, task, add_to_map)
+            if task in self.tasks:
+                self.tasks.remove(task)
+
+        task = SegmentTask(plan, done)
+        self.tasks.append(task)  # a QgsTask without a Python reference is garbage-collected mid-run
+        QgsApplication.taskManager().addTask(task)
+        self.bar.pushMessage("Landcover", "running in the background (see the task bar)", level=Qgis.Info, duration=3)
+        return task
+
+    # ----------------------------------------------------------- settings
+    def _load_settings(self) -> None:
+        s = QgsSettings()
+        spec = s.value(SETTINGS + "model", "")
+        if spec:
+            self.select_model(spec)
+            self._model_changed()
+        button = self.area_group.button(int(s.value(SETTINGS + "area", 0)))
+        if button is not None:
+            button.setChecked(True)
+        self.selected_only.setChecked(s.value(SETTINGS + "selected_only", False, bool))
+        self.resample_check.setChecked(s.value(SETTINGS + "resample", False, bool))
+        self.confidence_check.setChecked(s.value(SETTINGS + "confidence", False, bool))
+        self.polygons_check.setChecked(s.value(SETTINGS + "polygons", False, bool))
+        self.add_to_map.setChecked(s.value(SETTINGS + "add_to_map", True, bool))
+        self.bands_edit.setText(s.value(SETTINGS + "bands", ""))
+        self.python_widget.setFilePath(s.value(runner.SETTING_PYTHON, ""))
+
+    def _save_settings(self) -> None:
+        s = QgsSettings()
+        model = self.current_model()
+        if model is not None:
+            s.setValue(SETTINGS + "model", model.spec)
+        s.setValue(SETTINGS + "area", self.area_group.checkedId())
+        s.setValue(SETTINGS + "selected_only", self.selected_only.isChecked())
+        s.setValue(SETTINGS + "resample", self.resample_check.isChecked())
+        s.setValue(SETTINGS + "confidence", self.confidence_check.isChecked())
+        s.setValue(SETTINGS + "polygons", self.polygons_check.isChecked())
+        s.setValue(SETTINGS + "add_to_map", self.add_to_map.isChecked())
+        s.setValue(SETTINGS + "bands", self.bands_edit.text())
+        s.setValue(runner.SETTING_PYTHON, self.python_widget.filePath().strip())
+

@@ -1,0 +1,249 @@
+"""Areas, pixel windows and exporting any QGIS raster layer to a GeoTIFF the worker can read.
+
+The worker reads files with rasterio. File-based GDAL rasters are passed by path with a pixel window
+for the chosen area; everything else (WMS/XYZ, VRT, in-memory, other providers) and layers that must
+be resampled to the model's resolution are rendered through QGIS into a temporary GeoTIFF first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qgis.core import (
+    Qgis,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsCoordinateTransformContext,
+    QgsFeatureRequest,
+    QgsGeometry,
+    QgsProject,
+    QgsProviderRegistry,
+    QgsRasterDataProvider,
+    QgsRasterFileWriter,
+    QgsRasterLayer,
+    QgsRasterPipe,
+    QgsRasterRenderer,
+    QgsRectangle,
+    QgsUnitTypes,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+
+from .errors import LandcoverPluginError
+
+#: Pixel sizes within this factor of the model's count as "close enough" (no resampling needed).
+GSD_TOLERANCE = 1.5
+#: Largest raster (pixels) the plugin will export, to keep a stray whole-WMS export from filling the disk.
+MAX_EXPORT_PIXELS = 40000 * 40000
+
+AREA_LAYER = "layer"
+AREA_EXTENT = "extent"
+AREA_POLYGONS = "polygons"
+
+
+@dataclass
+class Area:
+    """The part of the layer to segment, in the layer's CRS."""
+
+    kind: str = AREA_LAYER
+    extent: QgsRectangle | None = None
+    geometries: list[QgsGeometry] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """Short label for messages."""
+        return {AREA_LAYER: "whole layer", AREA_EXTENT: "map extent", AREA_POLYGONS: "polygon features"}[self.kind]
+
+
+def extent_area(extent: QgsRectangle, extent_crs: QgsCoordinateReferenceSystem, layer: QgsRasterLayer) -> Area:
+    """Area for a rectangle (e.g. the map canvas extent) given in ``extent_crs``."""
+    rect = QgsRectangle(extent)
+    if extent_crs.isValid() and extent_crs != layer.crs():
+        transform = QgsCoordinateTransform(extent_crs, layer.crs(), QgsProject.instance())
+        rect = transform.transformBoundingBox(rect)
+    return Area(AREA_EXTENT, rect)
+
+
+def polygon_area(polygons: QgsVectorLayer, layer: QgsRasterLayer, selected_only: bool = False) -> Area:
+    """Area covering the features of a polygon layer (or its selection), geometries in the layer's CRS.
+
+    Raises:
+        LandcoverPluginError: the layer has no (selected) polygon features.
+    """
+    if polygons is None or polygons.geometryType() != QgsWkbTypes.PolygonGeometry:
+        raise LandcoverPluginError("choose a polygon layer for the area (or pick 'whole layer' / 'map extent')")
+    if selected_only:
+        if polygons.selectedFeatureCount() == 0:
+            raise LandcoverPluginError(
+                f"no features are selected in {polygons.name()!r}; select polygons or untick 'selected features only'"
+            )
+        features = polygons.getSelectedFeatures()
+    else:
+        features = polygons.getFeatures(QgsFeatureRequest().setNoAttributes())
+    transform = None
+    if polygons.crs() != layer.crs():
+        transform = QgsCoordinateTransform(polygons.crs(), layer.crs(), QgsProject.instance())
+    geoms: list[QgsGeometry] = []
+    for feature in features:
+        geom = QgsGeometry(feature.geometry())
+        if geom.isEmpty():
+            continue
+        if transform is not None:
+            geom.transform(transform)
+        geoms.append(geom)
+    if not geoms:
+        raise LandcoverPluginError(f"{polygons.name()!r} has no polygon features to use as the area")
+    rect = QgsRectangle(geoms[0].boundingBox())
+    for geom in geoms[1:]:
+        rect.combineExtentWith(geom.boundingBox())
+    return Area(AREA_POLYGONS, rect, geoms)
+
+
+def layer_file_path(layer: QgsRasterLayer) -> Path | None:
+    """Local file behind a GDAL layer that the worker can read directly, else None (export needed)."""
+    if layer.providerType() != "gdal":
+        return None
+    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+    path = parts.get("path") or ""
+    if not path or parts.get("layerName") or path.startswith("/vsi"):
+        return None
+    p = Path(path)
+    # VRTs can reference relative or remote sources the worker cannot resolve; export them.
+    if not p.is_file() or p.suffix.lower() == ".vrt":
+        return None
+    return p
+
+
+def metres_per_unit(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle | None = None) -> float:
+    """Metres per map unit of ``crs`` (for degrees: at the extent's latitude)."""
+    if crs.isGeographic():
+        lat = extent.center().y() if extent is not None else 0.0
+        return 111_320.0 * max(math.cos(math.radians(lat)), 0.01)
+    factor = QgsUnitTypes.fromUnitToUnitFactor(crs.mapUnits(), QgsUnitTypes.DistanceMeters)
+    return factor if factor > 0 else 1.0
+
+
+def has_native_pixels(layer: QgsRasterLayer) -> bool:
+    """Whether the layer has a fixed pixel grid (false for WMS/XYZ and other rendered services)."""
+    provider = layer.dataProvider()
+    return bool(provider.capabilities() & QgsRasterDataProvider.Size) and layer.width() > 0
+
+
+def layer_gsd_m(layer: QgsRasterLayer) -> float | None:
+    """The layer's pixel size in metres (None for services without a native grid)."""
+    if not has_native_pixels(layer):
+        return None
+    px = (abs(layer.rasterUnitsPerPixelX()) + abs(layer.rasterUnitsPerPixelY())) / 2
+    return px * metres_per_unit(layer.crs(), layer.extent())
+
+
+def gsd_is_far(layer_gsd: float | None, model_gsd: float | None, tolerance: float = GSD_TOLERANCE) -> bool:
+    """True when the pixel sizes differ by more than ``tolerance`` times either way."""
+    if not layer_gsd or not model_gsd:
+        return False
+    ratio = layer_gsd / model_gsd
+    return ratio > tolerance or ratio < 1 / tolerance
+
+
+def clip_to_layer(layer: QgsRasterLayer, area: Area) -> QgsRectangle:
+    """The area's rectangle intersected with the layer's extent.
+
+    Raises:
+        LandcoverPluginError: they do not overlap.
+    """
+    if area.kind == AREA_LAYER or area.extent is None:
+        return QgsRectangle(layer.extent())
+    rect = area.extent.intersect(layer.extent())
+    if rect.isEmpty() or rect.width() <= 0 or rect.height() <= 0:
+        raise LandcoverPluginError(
+            f"the chosen area ({area.describe()}) does not overlap layer {layer.name()!r}; pan the map over the "
+            "layer or choose other polygons"
+        )
+    return rect
+
+
+def window_for_extent(layer: QgsRasterLayer, rect: QgsRectangle) -> tuple[int, int, int, int]:
+    """Pixel window ``(col_off, row_off, width, height)`` of ``layer`` covering ``rect`` (layer CRS)."""
+    ext = layer.extent()
+    px, py = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
+    # Small epsilon so an extent exactly on a pixel edge does not grab a whole extra row/column.
+    eps = 1e-6
+    col0 = max(0, math.floor((rect.xMinimum() - ext.xMinimum()) / px + eps))
+    col1 = min(layer.width(), math.ceil((rect.xMaximum() - ext.xMinimum()) / px - eps))
+    row0 = max(0, math.floor((ext.yMaximum() - rect.yMaximum()) / py + eps))
+    row1 = min(layer.height(), math.ceil((ext.yMaximum() - rect.yMinimum()) / py - eps))
+    if col1 <= col0 or row1 <= row0:
+        raise LandcoverPluginError(f"the chosen area covers no pixel of layer {layer.name()!r}")
+    return col0, row0, col1 - col0, row1 - row0
+
+
+def window_extent(layer: QgsRasterLayer, window: tuple[int, int, int, int]) -> QgsRectangle:
+    """Map extent of a pixel window (for checks and tests)."""
+    ext = layer.extent()
+    px, py = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
+    col, row, w, h = window
+    x0, y1 = ext.xMinimum(), ext.yMaximum()
+    return QgsRectangle(x0 + col * px, y1 - (row + h) * py, x0 + (col + w) * px, y1 - row * py)
+
+
+@dataclass
+class ExportSpec:
+    """A raster to render through QGIS into a GeoTIFF (prepared on the main thread, run in a task)."""
+
+    provider: QgsRasterDataProvider  # a clone: providers are not thread-safe, clones may move threads
+    renderer: QgsRasterRenderer | None  # set for ARGB services (WMS/XYZ): write what QGIS draws, as RGBA
+    crs: QgsCoordinateReferenceSystem
+    extent: QgsRectangle
+    width: int
+    height: int
+    transform_context: QgsCoordinateTransformContext
+
+
+def export_spec(layer: QgsRasterLayer, rect: QgsRectangle, pixel_size: float | None) -> ExportSpec:
+    """Plan an export of ``rect`` (layer CRS) at ``pixel_size`` map units (None: the layer's own).
+
+    Raises:
+        LandcoverPluginError: no pixel size is known, or the export would be unreasonably large.
+    """
+    if pixel_size is None:
+        if not has_native_pixels(layer):
+            raise LandcoverPluginError(
+                f"{layer.name()!r} has no native resolution (web service); choose a model with a resolution or tick "
+                "'Resample to the model's resolution'"
+            )
+        pixel_size = (abs(layer.rasterUnitsPerPixelX()) + abs(layer.rasterUnitsPerPixelY())) / 2
+    width = max(1, round(rect.width() / pixel_size))
+    height = max(1, round(rect.height() / pixel_size))
+    if width * height > MAX_EXPORT_PIXELS:
+        raise LandcoverPluginError(
+            f"exporting {layer.name()!r} for this area would make a {width} x {height} pixel raster; choose a smaller "
+            "area (map extent or polygons)"
+        )
+    provider = layer.dataProvider().clone()
+    renderer = None
+    if provider.dataType(1) in (Qgis.ARGB32, Qgis.ARGB32_Premultiplied):
+        renderer = layer.renderer().clone()
+    return ExportSpec(provider, renderer, layer.crs(), QgsRectangle(rect), width, height,
+                      QgsProject.instance().transformContext())
+
+
+def run_export(spec: ExportSpec, out_path: Path, feedback=None) -> Path:
+    """Write the planned raster to a GeoTIFF (safe in a background thread).
+
+    Raises:
+        LandcoverPluginError: QGIS could not write it.
+    """
+    pipe = QgsRasterPipe()
+    if not pipe.set(spec.provider):
+        raise LandcoverPluginError("QGIS cannot read this layer for export; save it as a GeoTIFF and use that")
+    if spec.renderer is not None:
+        pipe.set(spec.renderer)
+    writer = QgsRasterFileWriter(str(out_path))
+    writer.setOutputFormat("GTiff")
+    writer.setCreateOptions(["COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER"])
+    err = writer.writeRaster(pipe, spec.width, spec.height, spec.extent, spec.crs, spec.transform_context, feedback)
+    if err != QgsRasterFileWriter.NoError:
+        raise LandcoverPluginError(f"exporting the layer to {out_path} failed (QGIS writer error {int(err)}); "
+                                   "check free disk space or save the layer as a GeoTIFF first")
+    return out_path

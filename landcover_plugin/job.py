@@ -1,0 +1,282 @@
+"""One segmentation job, shared by the dialog's task and the Processing algorithm.
+
+``validate`` and ``prepare`` run on the main thread (they touch layers); ``execute`` is blocking and
+thread-safe (export through a cloned provider, then the worker process, then optional masking and
+vectorising) so it can run inside a QgsTask or a Processing algorithm.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransformContext, QgsGeometry, QgsRasterLayer
+
+from . import export, runner
+from .errors import LandcoverPluginError
+from .models import ModelInfo
+
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass
+class SegmentRequest:
+    """Everything the user chose."""
+
+    layer: QgsRasterLayer | None
+    model: ModelInfo
+    area: export.Area = field(default_factory=export.Area)
+    overlap: int | None = None
+    batch_size: int | None = None
+    bands: list[int] | None = None
+    resample: bool = False
+    output: str | None = None  # None: a temporary file
+    confidence: str | None = None  # "" or None: no confidence raster; "TEMP": temporary
+    polygons: str | None = None
+    python: str | None = None  # the plugin setting; None falls back to $LANDCOVER_PYTHON / .venv
+
+
+def parse_bands(text: str | None) -> list[int] | None:
+    """``"1,2,3"`` → ``[1, 2, 3]``; empty → None.
+
+    Raises:
+        LandcoverPluginError: not a comma-separated list of positive integers.
+    """
+    if text is None or not str(text).strip():
+        return None
+    try:
+        bands = [int(b) for b in re.split(r"[,\s]+", str(text).strip()) if b]
+    except ValueError as exc:
+        raise LandcoverPluginError(f"bands {text!r} must be band numbers separated by commas, e.g. 1,2,3") from exc
+    if not bands or any(b < 1 for b in bands):
+        raise LandcoverPluginError(f"bands {text!r} must be band numbers from 1, e.g. 1,2,3")
+    return bands
+
+
+def validate(request: SegmentRequest) -> list[str]:
+    """Check a request before running; returns warnings the user should confirm.
+
+    Raises:
+        LandcoverPluginError: the request cannot run; the message says how to fix it.
+    """
+    layer = request.layer
+    if layer is None:
+        raise LandcoverPluginError("no raster layer chosen; add an orthophoto to the map and select it as input")
+    if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
+        raise LandcoverPluginError(f"layer {layer.name()!r} is not a valid raster layer; choose an orthophoto")
+    if not layer.crs().isValid():
+        raise LandcoverPluginError(
+            f"layer {layer.name()!r} has no coordinate reference system; set it in Layer Properties > Source "
+            "(or georeference the image) so results land in the right place"
+        )
+    model = request.model
+    if model.path is not None and not model.path.is_file():
+        raise LandcoverPluginError(f"model bundle {model.path} no longer exists; choose another model")
+    count = layer.bandCount()
+    if request.bands:
+        bad = [b for b in request.bands if b > count]
+        if bad:
+            raise LandcoverPluginError(f"layer {layer.name()!r} has {count} band(s); band(s) {bad} do not exist")
+        if len(request.bands) != model.input_bands:
+            raise LandcoverPluginError(
+                f"model {model.name!r} takes {model.input_bands} bands but {len(request.bands)} were chosen; "
+                f"list {model.input_bands} band numbers, e.g. 1,2,3"
+            )
+    elif export.has_native_pixels(layer) and count < model.input_bands:
+        raise LandcoverPluginError(
+            f"layer {layer.name()!r} has {count} band(s) but model {model.name!r} needs {model.input_bands} "
+            "(red, green, blue); choose an RGB orthophoto"
+        )
+    if request.area.kind == export.AREA_LAYER and not export.has_native_pixels(layer):
+        raise LandcoverPluginError(
+            f"{layer.name()!r} is a web service without a fixed extent; choose 'current map extent' or polygons as area"
+        )
+    export.clip_to_layer(layer, request.area)
+    for label, path in (("class raster", request.output), ("confidence raster", request.confidence),
+                        ("polygons", request.polygons)):
+        if path and path != "TEMP" and not Path(path).expanduser().parent.is_dir():
+            raise LandcoverPluginError(f"the folder for the {label} output {path} does not exist; choose another")
+    warnings = []
+    gsd = export.layer_gsd_m(layer)
+    if gsd is not None and export.gsd_is_far(gsd, model.gsd_m) and not request.resample:
+        warnings.append(
+            f"layer {layer.name()!r} has {gsd:.3g} m pixels but model {model.name!r} expects {model.gsd_m:g} m; "
+            "results will likely be poor"
+        )
+    return warnings
+
+
+@dataclass
+class Plan:
+    """A validated request turned into files, windows and a command line (no QGIS layer references)."""
+
+    model: ModelInfo
+    python: str
+    env: dict[str, str]
+    workdir: Path  # temporary folder for exports and temporary outputs; removed unless it holds outputs
+    output: Path
+    confidence: Path | None
+    polygons: Path | None
+    input_path: Path | None
+    window: tuple[int, int, int, int] | None
+    export_spec: export.ExportSpec | None
+    mask: list[QgsGeometry]
+    crs: QgsCoordinateReferenceSystem
+    transform_context: QgsCoordinateTransformContext
+    overlap: int | None
+    batch_size: int | None
+    bands: list[int] | None
+    layer_name: str
+
+    def segment_args(self, input_path: Path) -> runner.SegmentArgs:
+        """Arguments for the worker once the input file exists."""
+        return runner.SegmentArgs(
+            input=str(input_path), output=str(self.output), model=self.model.spec, overlap=self.overlap,
+            batch_size=self.batch_size, bands=self.bands, confidence=str(self.confidence) if self.confidence else None,
+            window=self.window if self.export_spec is None else None,
+        )
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "landcover"
+
+
+def prepare(request: SegmentRequest) -> Plan:
+    """Decide file-plus-window or export, and where outputs go (main thread).
+
+    Raises:
+        LandcoverPluginError: no worker Python, or the area/export cannot work.
+    """
+    layer = request.layer
+    assert layer is not None
+    python = runner.find_python(request.python)
+    env = runner.worker_env(python)
+    workdir = Path(tempfile.mkdtemp(prefix="landcover_"))
+    stem = _safe_name(request.model.name)
+    output = Path(request.output).expanduser() if request.output else workdir / f"{stem}.tif"
+    confidence = None
+    if request.confidence:
+        confidence = (workdir / f"{stem}_confidence.tif" if request.confidence == "TEMP"
+                      else Path(request.confidence).expanduser())
+    polygons = None
+    if request.polygons:
+        polygons = workdir / f"{stem}_polygons.gpkg" if request.polygons == "TEMP" else Path(request.polygons)
+
+    rect = export.clip_to_layer(layer, request.area)
+    file_path = export.layer_file_path(layer)
+    gsd = export.layer_gsd_m(layer)
+    resample = request.resample and export.gsd_is_far(gsd, request.model.gsd_m)
+    spec = None
+    window = None
+    if file_path is not None and not resample:
+        if request.area.kind != export.AREA_LAYER:
+            window = export.window_for_extent(layer, rect)
+    else:
+        pixel_size = None
+        if request.model.gsd_m and (resample or not export.has_native_pixels(layer)):
+            pixel_size = request.model.gsd_m / export.metres_per_unit(layer.crs(), rect)
+        spec = export.export_spec(layer, rect, pixel_size)
+    bands = request.bands
+    if bands is None and spec is not None and spec.renderer is not None:
+        bands = [1, 2, 3]  # rendered services export as RGBA
+    return Plan(
+        model=request.model, python=python, env=env, workdir=workdir, output=output, confidence=confidence,
+        polygons=polygons, input_path=file_path if spec is None else None, window=window, export_spec=spec,
+        mask=[QgsGeometry(g) for g in request.area.geometries] if request.area.kind == export.AREA_POLYGONS else [],
+        crs=layer.crs(), transform_context=layer.transformContext(), overlap=request.overlap,
+        batch_size=request.batch_size, bands=bands, layer_name=layer.name(),
+    )
+
+
+@dataclass
+class Outcome:
+    """Files a finished job produced."""
+
+    model: ModelInfo
+    output: Path
+    confidence: Path | None
+    polygons: Path | None
+    areas: dict[str, Any]
+    warnings: list[str]
+    log: list[str]
+    layer_name: str
+
+
+def execute(plan: Plan, progress: ProgressFn = lambda p, m: None, is_canceled: Callable[[], bool] = lambda: False,
+            feedback=None) -> Outcome:
+    """Run the job (blocking; safe off the main thread).
+
+    Raises:
+        runner.WorkerCanceled: cancelled; partial outputs were removed.
+        LandcoverPluginError: any failure, with an actionable message.
+    """
+    outputs = [plan.output] + [p for p in (plan.confidence, plan.polygons) if p]
+    guard = runner.OutputGuard(outputs)
+    try:
+        progress(0, "checking the worker Python")
+        runner.check_runtime(plan.python, plan.env)
+        if is_canceled():
+            raise runner.WorkerCanceled("cancelled")
+        input_path = plan.input_path
+        if plan.export_spec is not None:
+            progress(1, f"exporting {plan.layer_name} ({plan.export_spec.width} x {plan.export_spec.height} px)")
+            input_path = export.run_export(plan.export_spec, plan.workdir / "input.tif", feedback)
+            if is_canceled():
+                raise runner.WorkerCanceled("cancelled")
+        assert input_path is not None
+        base = 10.0 if plan.export_spec is not None else 2.0
+        top = 90.0 if plan.polygons else 98.0
+
+        def on_event(event: runner.ProgressEvent) -> None:
+            if event.percent is not None and event.stage == "predict":
+                progress(base + (top - base) * event.percent / 100.0, event.message or "predicting")
+            elif event.message:
+                progress(-1, f"{event.stage}: {event.message}")
+
+        argv = runner.build_segment_argv(plan.python, plan.segment_args(input_path))
+        result = runner.run_worker(argv, plan.env, cwd=str(runner.backend_parent()), on_event=on_event,
+                                   is_canceled=is_canceled, cleanup=guard)
+        areas = result.areas
+        if plan.mask:
+            progress(top, "masking to the polygons")
+            from .vectorize import mask_outside, recount_areas
+
+            mask_outside(plan.output, plan.mask)
+            if plan.confidence and plan.confidence.is_file():
+                mask_outside(plan.confidence, plan.mask, nodata=_nodata_of(plan.confidence))
+            areas = recount_areas(plan.output, plan.model.classes, areas)
+        if plan.polygons:
+            progress(top, "vectorising classes")
+            from .vectorize import write_polygons
+
+            names = {c.id: c.name for c in plan.model.classes}
+            write_polygons(plan.output, plan.polygons, names, plan.crs, plan.transform_context, is_canceled)
+            if is_canceled():
+                raise runner.WorkerCanceled("cancelled")
+        progress(100, "done")
+        return Outcome(plan.model, plan.output, plan.confidence, plan.polygons, areas, result.warnings, result.log,
+                       plan.layer_name)
+    except runner.WorkerCanceled:
+        guard.cleanup()
+        shutil.rmtree(plan.workdir, ignore_errors=True)
+        raise
+    except LandcoverPluginError:
+        guard.cleanup()
+        raise
+    finally:
+        # The exported input is never needed afterwards; temporary outputs live in workdir too, so keep those.
+        (plan.workdir / "input.tif").unlink(missing_ok=True)
+        (plan.workdir / "input.tif.aux.xml").unlink(missing_ok=True)
+
+
+def _nodata_of(path: Path) -> float:
+    from osgeo import gdal
+
+    ds = gdal.Open(str(path))
+    value = ds.GetRasterBand(1).GetNoDataValue() if ds is not None else None
+    return 255 if value is None else value

@@ -1,0 +1,1 @@
+"""Processing provider "Landcover" (id ``landcover``)."""

@@ -1,0 +1,252 @@
+"""Processing algorithms: ``landcover:segment`` (orthophoto → class raster) and ``landcover:vectorize``.
+
+Both raise :class:`QgsProcessingException` with the plugin's actionable messages, report progress
+through ``feedback`` and honour ``feedback.isCanceled()``. Heavy modules load only when they run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import (
+    QgsFeatureSink,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputFile,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
+    QgsRasterLayer,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+
+from ..errors import LandcoverPluginError
+
+
+class _StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
+    """Applies the class palette (raster) or categories (polygons) when Processing loads an output."""
+
+    _alive: list[_StyleOnLoad] = []  # Processing keeps only a raw pointer; Python must hold the object
+
+    def __init__(self, classes, name: str | None = None) -> None:
+        super().__init__()
+        self.classes = classes
+        self.name = name
+
+    @classmethod
+    def create(cls, classes, name: str | None = None) -> _StyleOnLoad:
+        processor = cls(classes, name)
+        cls._alive.append(processor)
+        return processor
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 - QGIS API name
+        from ..styling import style_class_layer, style_polygon_layer
+
+        if isinstance(layer, QgsRasterLayer):
+            style_class_layer(layer, self.classes)
+        elif isinstance(layer, QgsVectorLayer):
+            style_polygon_layer(layer, self.classes)
+        if self.name:
+            layer.setName(self.name)
+
+
+def _style_output(context: QgsProcessingContext, layer_id: str, classes, name: str | None = None) -> None:
+    if layer_id and context.willLoadLayerOnCompletion(layer_id):
+        details = context.layerToLoadOnCompletionDetails(layer_id)
+        if name:
+            details.name = name
+        details.setPostProcessor(_StyleOnLoad.create(classes, name))
+
+
+class SegmentAlgorithm(QgsProcessingAlgorithm):
+    """Segment an orthophoto with a Landcover model in a separate worker process."""
+
+    INPUT, MODEL, AREA, OVERLAP, BATCH_SIZE, BANDS, RESAMPLE = (
+        "INPUT", "MODEL", "AREA", "OVERLAP", "BATCH_SIZE", "BANDS", "RESAMPLE")
+    OUTPUT, CONFIDENCE, POLYGONS, AREAS = "OUTPUT", "CONFIDENCE", "POLYGONS", "AREAS"
+
+    def name(self) -> str:
+        return "segment"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Segment land cover"
+
+    def group(self) -> str:
+        return ""
+
+    def groupId(self) -> str:  # noqa: N802
+        return ""
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return (
+            "Classifies an orthophoto into land-cover classes (LandCover.ai: background, building, woodland, water, "
+            "road) with a Landcover model bundle. The model runs in a separate Python worker (set LANDCOVER_PYTHON or "
+            "run 'make setup'). MODEL is a bundle .json path, a model name from the model folders, 'default', or "
+            "untrained:Unet:resnet18 (random weights, installation check). Layers that are not plain files "
+            "(WMS, VRT, in-memory) are exported first; RESAMPLE exports at the model's resolution when the pixel size "
+            "differs. Writes a paletted class GeoTIFF (nodata 255) with class areas (.areas.json/.areas.csv) beside it."
+        )
+
+    def createInstance(self) -> SegmentAlgorithm:  # noqa: N802
+        return SegmentAlgorithm()
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Orthophoto"))
+        self.addParameter(QgsProcessingParameterString(
+            self.MODEL, "Model (bundle .json, name, or untrained:ARCH:BACKBONE)", defaultValue="default"))
+        self.addParameter(QgsProcessingParameterExtent(self.AREA, "Area (default: whole layer)", optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.OVERLAP, "Tile overlap in pixels (default: the model's)", QgsProcessingParameterNumber.Integer,
+            optional=True, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.BATCH_SIZE, "Batch size (default: the model's)", QgsProcessingParameterNumber.Integer,
+            optional=True, minValue=1))
+        self.addParameter(QgsProcessingParameterString(
+            self.BANDS, "Bands, e.g. 1,2,3 (default: first bands, alpha skipped)", optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.RESAMPLE, "Resample to the model's resolution when the pixel size differs", defaultValue=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Land cover"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.CONFIDENCE, "Confidence", optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterVectorDestination(
+            self.POLYGONS, "Land-cover polygons", QgsProcessing.TypeVectorPolygon, optional=True,
+            createByDefault=False))
+        self.addOutput(QgsProcessingOutputFile(self.AREAS, "Class areas (JSON)"))
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        from .. import export, job, runner
+        from ..models import resolve_model
+
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None:
+            raise QgsProcessingException("INPUT is not a raster layer; pass an orthophoto path or layer")
+        try:
+            model = resolve_model(self.parameterAsString(parameters, self.MODEL, context))
+            area = export.Area()
+            if parameters.get(self.AREA) not in (None, ""):
+                rect = self.parameterAsExtent(parameters, self.AREA, context, layer.crs())
+                if not rect.isNull() and not rect.isEmpty():
+                    area = export.Area(export.AREA_EXTENT, rect)
+            overlap = parameters.get(self.OVERLAP)
+            batch = parameters.get(self.BATCH_SIZE)
+            output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+            confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
+            polygons = self.parameterAsOutputLayer(parameters, self.POLYGONS, context) or None
+            request = job.SegmentRequest(
+                layer=layer, model=model, area=area,
+                overlap=None if overlap in (None, "") else self.parameterAsInt(parameters, self.OVERLAP, context),
+                batch_size=None if batch in (None, "") else self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+                bands=job.parse_bands(self.parameterAsString(parameters, self.BANDS, context)),
+                resample=self.parameterAsBool(parameters, self.RESAMPLE, context),
+                output=output, confidence=confidence, polygons=polygons,
+            )
+            for warning in job.validate(request):
+                feedback.pushWarning(f"{warning} (set RESAMPLE=true to resample)")
+            plan = job.prepare(request)
+
+            def progress(percent: float, message: str) -> None:
+                if percent >= 0:
+                    feedback.setProgress(percent)
+                if message:
+                    feedback.setProgressText(message)
+
+            outcome = job.execute(plan, progress, feedback.isCanceled, feedback)
+        except runner.WorkerCanceled:
+            raise QgsProcessingException("cancelled; no output was kept") from None
+        except LandcoverPluginError as exc:
+            if exc.details:
+                feedback.pushDebugInfo(exc.details)
+            raise QgsProcessingException(str(exc)) from exc
+        for warning in outcome.warnings:
+            feedback.pushWarning(warning)
+        from ..styling import areas_summary
+
+        feedback.pushInfo(areas_summary(outcome.areas))
+        _style_output(context, str(outcome.output), model.classes, model.name)
+        if outcome.polygons:
+            _style_output(context, str(outcome.polygons), model.classes, f"{model.name} polygons")
+        results: dict[str, Any] = {self.OUTPUT: str(outcome.output),
+                                   self.AREAS: str(outcome.output.with_suffix("")) + ".areas.json"}
+        if outcome.confidence:
+            results[self.CONFIDENCE] = str(outcome.confidence)
+        if outcome.polygons:
+            results[self.POLYGONS] = str(outcome.polygons)
+        return results
+
+
+class VectorizeAlgorithm(QgsProcessingAlgorithm):
+    """Class raster → polygons with class id, class name and area in m²."""
+
+    INPUT, BAND, OUTPUT = "INPUT", "BAND", "OUTPUT"
+
+    def name(self) -> str:
+        return "vectorize"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Vectorize land cover"
+
+    def group(self) -> str:
+        return ""
+
+    def groupId(self) -> str:  # noqa: N802
+        return ""
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Turns a Landcover class raster into polygons (one per connected region, 8-connected) with the class "
+                "id, class name and area in m². Nodata pixels are skipped. Class names come from the raster's "
+                "Landcover metadata or the .areas.json beside it.")
+
+    def createInstance(self) -> VectorizeAlgorithm:  # noqa: N802
+        return VectorizeAlgorithm()
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Land-cover class raster"))
+        self.addParameter(QgsProcessingParameterBand(self.BAND, "Band", 1, self.INPUT))
+        self.addParameter(QgsProcessingParameterFeatureSink(
+            self.OUTPUT, "Land-cover polygons", QgsProcessing.TypeVectorPolygon))
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        from ..export import layer_file_path
+        from ..vectorize import classes_for_raster, polygon_features, polygon_fields
+
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None:
+            raise QgsProcessingException("INPUT is not a raster layer; pass the class raster written by Landcover")
+        path = layer_file_path(layer) or (layer.source() if layer.providerType() == "gdal" else None)
+        if not path:
+            raise QgsProcessingException(f"{layer.name()!r} is not a GDAL raster; save it as a GeoTIFF first")
+        band = self.parameterAsInt(parameters, self.BAND, context) or 1
+        classes = classes_for_raster(path)
+        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, polygon_fields(),
+                                             QgsWkbTypes.Polygon, layer.crs())
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+        feedback.setProgressText("polygonizing")
+        names = {c.id: c.name for c in classes}
+        count = 0
+        try:
+            for feature in polygon_features(path, names, layer.crs(), context.transformContext(), band,
+                                            feedback.isCanceled):
+                sink.addFeature(feature, QgsFeatureSink.FastInsert)
+                count += 1
+        except LandcoverPluginError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        if feedback.isCanceled():
+            return {}
+        feedback.pushInfo(f"{count} polygons")
+        feedback.setProgress(100)
+        _style_output(context, dest_id, classes)
+        return {self.OUTPUT: dest_id}

@@ -1,0 +1,1 @@
+"""Background execution of segmentation jobs inside QGIS."""

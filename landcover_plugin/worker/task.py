@@ -1,0 +1,63 @@
+"""QgsTask that runs a prepared job off the main thread so QGIS stays responsive."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+
+from qgis.core import Qgis, QgsMessageLog, QgsTask
+
+from .. import job, runner
+from ..errors import LandcoverPluginError
+
+LOG_TAG = "Landcover"
+
+
+class SegmentTask(QgsTask):
+    """Runs :func:`job.execute`; ``on_done(task)`` is called on the main thread when it ends.
+
+    After it ends exactly one of ``outcome`` (success), ``error`` (failure) or ``canceled`` is set.
+    """
+
+    def __init__(self, plan: job.Plan, on_done: Callable[[SegmentTask], None] | None = None) -> None:
+        super().__init__(f"Landcover: segmenting {plan.layer_name} with {plan.model.name}", QgsTask.CanCancel)
+        self.plan = plan
+        self.on_done = on_done
+        self.outcome: job.Outcome | None = None
+        self.error: str | None = None
+        self.details: str = ""
+        self.canceled = False
+        self.stage = ""
+
+    def run(self) -> bool:  # background thread: no GUI calls here
+        def progress(percent: float, message: str) -> None:
+            if percent >= 0:
+                self.setProgress(percent)
+            if message:
+                self.stage = message
+
+        try:
+            self.outcome = job.execute(self.plan, progress, self.isCanceled)
+            return True
+        except runner.WorkerCanceled:
+            self.canceled = True
+            return False
+        except LandcoverPluginError as exc:
+            self.error = str(exc)
+            self.details = exc.details
+            return False
+        except Exception as exc:  # noqa: BLE001 - a task must never raise; report everything
+            self.error = f"unexpected error: {exc}"
+            self.details = traceback.format_exc()
+            return False
+
+    def finished(self, result: bool) -> None:  # main thread
+        if not result and self.isCanceled():
+            self.canceled = True
+        if self.outcome is not None:
+            for line in self.outcome.warnings:
+                QgsMessageLog.logMessage(f"worker warning: {line}", LOG_TAG, Qgis.Warning)
+        if self.error:
+            QgsMessageLog.logMessage(f"{self.error}\n{self.details}".strip(), LOG_TAG, Qgis.Critical)
+        if self.on_done is not None:
+            self.on_done(self)
