@@ -83,7 +83,7 @@ def pixel_size_m(crs, transform, width: int, height: int) -> tuple[float, float]
     px = math.hypot(transform.a, transform.d)
     py = math.hypot(transform.b, transform.e)
     if crs.is_geographic:
-        lat = (transform * (width / 2, height / 2))[1]
+        lat = (transform @ (width / 2, height / 2))[1]
         lat = max(-89.9, min(89.9, lat))
         return (
             px * _METRES_PER_DEGREE_LON_EQUATOR * math.cos(math.radians(lat)),
@@ -261,7 +261,7 @@ class RasterSource:
                 f"resampling to {model_gsd_m:g} m would make a {width} x {height} px raster; "
                 "choose a smaller area (--window) or a model made for this resolution"
             )
-        new_transform = transform * Affine.scale(win.width / width, win.height / height)
+        new_transform = transform @ Affine.scale(win.width / width, win.height / height)
         vrt_kwargs = {}
         if self._src.nodata is not None:
             vrt_kwargs["src_nodata"] = self._src.nodata
