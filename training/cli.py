@@ -1,0 +1,200 @@
+"""``python -m training <step> ...``: one subcommand per pipeline step, plus ``run`` for all of them.
+
+User errors (:class:`TrainingError`, the backend's ``LandcoverError``) print one line and exit 2;
+anything else is a bug and exits 1 with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from training.errors import TrainingError
+
+
+def _p(path: str) -> Path:
+    return Path(path).expanduser()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Land-cover training pipeline: synthetic data, patch, filter, split, train, evaluate, export.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("synthetic", help="write a synthetic LandCover.ai-like dataset (images/ + masks/)")
+    p.add_argument("out", type=_p, metavar="OUTDIR")
+    p.add_argument("--orthophotos", type=int, default=8, help="number of scenes (default 8)")
+    p.add_argument("--size", type=int, default=2048, help="scene side in pixels (default 2048)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    p = sub.add_parser("patch", help="cut orthophotos and masks into patches (PNG) with an index.csv")
+    p.add_argument("data", type=_p, metavar="DATA_DIR", help="folder with images/*.tif and masks/*.tif")
+    p.add_argument("out", type=_p, metavar="PATCH_DIR")
+    p.add_argument("--size", type=int, default=256, help="patch side in pixels (default 256)")
+    p.add_argument("--stride", type=int, default=None, help="step between patches (default: the size, no overlap)")
+
+    p = sub.add_parser("filter", help="keep patches with enough non-background pixels (writes kept.txt)")
+    p.add_argument("patches", type=_p, metavar="PATCH_DIR")
+    p.add_argument("--threshold", type=float, default=0.05, help="minimum non-background share, exclusive (0.05)")
+    p.add_argument("--keep-background", type=float, default=0.0, help="fraction of the other patches kept anyway")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("split", help="split kept patches into train/val/eval lists")
+    p.add_argument("patches", type=_p, metavar="PATCH_DIR")
+    p.add_argument("--out", type=_p, default=None, help="folder for the lists (default PATCH_DIR/../split)")
+    p.add_argument("--kept", type=_p, default=None, help="list of patches to split (default PATCH_DIR/kept.txt)")
+    p.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.2, 0.1), metavar=("TRAIN", "VAL", "EVAL"))
+    p.add_argument("--random", action="store_true", help="patch-level random split (the seed's), not grouped")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("train", help="train a model on a split")
+    p.add_argument("patches", type=_p, metavar="PATCH_DIR")
+    p.add_argument("split", type=_p, metavar="SPLIT_DIR")
+    p.add_argument("out", type=_p, metavar="MODEL_DIR")
+    p.add_argument("--config", type=_p, default=None, help="YAML config; its 'train' section is used")
+    p.add_argument("--architecture", choices=("Unet", "FPN", "Linknet"))
+    p.add_argument("--backbone", help="segmentation-models backbone, e.g. resnet18, resnet50")
+    p.add_argument("--encoder-weights", help="local encoder .h5 file (no downloads here); default none")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--crop", type=int, help="train on random crops of this side")
+    p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR's last checkpoint")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. train.seed=1")
+
+    p = sub.add_parser("evaluate", help="per-class metrics on the eval split and on held-out orthophotos")
+    p.add_argument("model", type=_p, metavar="MODEL_DIR")
+    p.add_argument("patches", type=_p, metavar="PATCH_DIR")
+    p.add_argument("split", type=_p, metavar="SPLIT_DIR")
+    p.add_argument("--data", type=_p, default=None, help="orthophoto folder, for the whole-orthophoto evaluation")
+    p.add_argument("--out", type=_p, default=None, help="report folder (default MODEL_DIR/../eval)")
+    p.add_argument("--examples", type=int, default=6)
+    p.add_argument("--max-orthophotos", type=int, default=None)
+
+    p = sub.add_parser("export", help="write a backend model bundle (JSON + float16 weights)")
+    p.add_argument("model", type=_p, metavar="MODEL_DIR")
+    p.add_argument("out", type=_p, metavar="BUNDLE_JSON")
+    p.add_argument("--report", type=_p, default=None, help="evaluation report.json whose metrics go in the bundle")
+    p.add_argument("--name", default="landcover-unet-resnet18-synthetic")
+    p.add_argument("--tile-size", type=int, default=256)
+    p.add_argument("--gsd", type=float, default=0.25, help="metres per pixel the model was trained for")
+    p.add_argument("--data-note", default=None, help="what the model was trained on (provenance 'data')")
+
+    p = sub.add_parser("run", help="run every step from a YAML config")
+    p.add_argument("--config", type=_p, required=True, help="e.g. training/configs/default.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--workdir", default=None, help="override the config's workdir")
+    p.add_argument("--resume", action="store_true", help="skip data steps and continue training from the checkpoint")
+    p.add_argument("--until", default="export", help="last step to run (synthetic, patch, filter, split, train, "
+                   "evaluate, export)")
+    return parser
+
+
+def _train_overrides(args: argparse.Namespace) -> list[str]:
+    flags = {
+        "architecture": args.architecture,
+        "backbone": args.backbone,
+        "encoder_weights": args.encoder_weights,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "steps_per_epoch": args.steps_per_epoch,
+        "augment.crop": args.crop,
+    }
+    return [f"train.{k}={v}" for k, v in flags.items() if v is not None] + list(args.set)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "synthetic":
+        from training.synthetic import SyntheticParams, generate_dataset
+
+        params = SyntheticParams(orthophotos=args.orthophotos, size=args.size, seed=args.seed)
+        names = generate_dataset(args.out, params, progress=lambda i, n: print(f"scene {i}/{n}", flush=True))
+        print(f"wrote {len(names)} orthophoto(s) to {args.out}/images and masks to {args.out}/masks")
+    elif cmd == "patch":
+        from training.patch import PatchParams, patch_dataset
+
+        s = patch_dataset(args.data, args.out, PatchParams(args.size, args.stride),
+                          progress=lambda i, n, name: print(f"{i}/{n} {name}", flush=True))
+        print(f"wrote {s.patches} patches from {s.orthophotos} orthophoto(s) to {args.out}")
+    elif cmd == "filter":
+        from training.filter import FilterParams, filter_patches, format_report
+
+        report = filter_patches(args.patches, FilterParams(args.threshold, args.keep_background, args.seed))
+        print(format_report(report))
+        print(f"kept list: {args.patches / 'kept.txt'}")
+    elif cmd == "split":
+        from training.split import SplitParams, split_patches
+
+        params = SplitParams(*args.fractions, mode="random" if args.random else "grouped", seed=args.seed)
+        out = args.out or args.patches.parent / "split"
+        info = split_patches(args.patches, params, out, kept=args.kept)
+        print(", ".join(f"{k}: {v} patches" for k, v in info["counts"].items()) + f"; lists in {out}")
+    elif cmd == "train":
+        from training.config import apply_overrides, build_config, load_yaml, to_dict
+        from training.train import train
+
+        config = build_config(apply_overrides(load_yaml(args.config), _train_overrides(args)))
+        result = train(args.patches, args.split, args.out, config.train, resume=args.resume,
+                       config=to_dict(config))
+        print(f"best val mIoU {result.best_miou:.4f} at epoch {result.best_epoch}; weights {result.best_weights}")
+    elif cmd == "evaluate":
+        from training.config import EvaluateParams
+        from training.evaluate import evaluate
+
+        out = args.out or args.model.parent / "eval"
+        params = EvaluateParams(examples=args.examples, max_orthophotos=args.max_orthophotos)
+        report = evaluate(args.model, args.patches, args.split, out, params, data_dir=args.data, progress=print)
+        for scope in ("patches", "orthophotos"):
+            if scope in report:
+                print(f"{scope}: mIoU {report[scope]['miou']:.4f}, accuracy {report[scope]['accuracy']:.4f}")
+        print(f"reports in {out} (report.md, report.json, metrics.csv)")
+    elif cmd == "export":
+        from training.export import SYNTHETIC_DATA, ExportParams, export_bundle
+
+        report = _read_json(args.report) if args.report else None
+        params = ExportParams(name=args.name, tile_size=args.tile_size, gsd_m=args.gsd,
+                              data=args.data_note or SYNTHETIC_DATA)
+        out = export_bundle(args.model, args.out, params, report=report)
+        print(f"wrote bundle {out}")
+    elif cmd == "run":
+        from training.config import load_config
+        from training.pipeline import STEPS, run_pipeline
+
+        if args.until not in STEPS:
+            raise TrainingError(f"--until must be one of {', '.join(STEPS)}, got {args.until!r}")
+        overrides = list(args.set) + ([f"workdir={args.workdir}"] if args.workdir else [])
+        config = load_config(args.config, overrides)
+        run_pipeline(config, resume=args.resume, say=lambda m: print(m, flush=True), until=args.until)
+    return 0
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise TrainingError(f"{path} does not exist; run 'python -m training evaluate' first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise TrainingError(f"{path} is not valid JSON ({exc})") from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from backend.errors import LandcoverError
+
+    try:
+        return run_command(args)
+    except (TrainingError, LandcoverError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,121 @@
+"""Export a trained model as a backend model bundle (JSON metadata + float16 weights).
+
+The JSON's ``provenance`` carries what the model was trained on, when, the training config and the
+evaluation metrics (``{"data", "trained", "config", "training", "metrics": {"miou", "per_class_iou",
+"accuracy", ...}}``), so ``python -m backend models`` and the plugin can show them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.errors import TrainingError
+from training.train import BEST_WEIGHTS, read_train_json
+
+SYNTHETIC_DATA = "synthetic LandCover.ai-like scenes (python -m training synthetic); not for real maps"
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    """Bundle metadata not determined by training."""
+
+    name: str = "landcover-unet-resnet18-synthetic"
+    tile_size: int = 256
+    gsd_m: float = 0.25
+    data: str = SYNTHETIC_DATA
+    default_overlap: int | None = None
+    default_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise TrainingError("export needs a bundle name")
+        if self.tile_size < 32 or self.tile_size % 32:
+            raise TrainingError(f"export tile_size must be a multiple of 32, got {self.tile_size}")
+        if not self.gsd_m > 0:
+            raise TrainingError(f"export gsd_m must be > 0, got {self.gsd_m}")
+
+
+def weights_path_for(json_path: Path) -> Path:
+    """``landcover.json`` -> ``landcover.weights.h5`` beside it."""
+    json_path = Path(json_path)
+    stem = json_path.name[: -len(".json")] if json_path.name.endswith(".json") else json_path.name
+    return json_path.with_name(f"{stem}.weights.h5")
+
+
+def metrics_for_provenance(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline metrics of an evaluation report: whole orthophotos when evaluated, else patches."""
+    primary = report.get("orthophotos") or report.get("patches")
+    if not primary:
+        return {}
+    out = {
+        "evaluated_on": primary.get("evaluated_on", ""),
+        "miou": primary["miou"],
+        "accuracy": primary["accuracy"],
+        "macro_f1": primary["macro_f1"],
+        "per_class_iou": {k: v["iou"] for k, v in primary["per_class"].items()},
+        "per_class": primary["per_class"],
+    }
+    if report.get("orthophotos") and report.get("patches"):
+        p = report["patches"]
+        out["patches"] = {"miou": p["miou"], "accuracy": p["accuracy"], "macro_f1": p["macro_f1"]}
+    return out
+
+
+def export_bundle(
+    model_dir: Path,
+    json_path: Path,
+    params: ExportParams,
+    report: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    weights: Path | None = None,
+) -> Path:
+    """Write ``json_path`` and its ``.weights.h5`` (float16) from ``model_dir``'s best checkpoint."""
+    from backend.bundle import ModelBundle, Preprocessing
+    from backend.errors import LandcoverError
+    from backend.models import build_model, load_weights, save_weights
+
+    model_dir, json_path = Path(model_dir), Path(json_path)
+    info = read_train_json(model_dir)
+    source = Path(weights) if weights else model_dir / BEST_WEIGHTS
+    if not source.is_file():
+        raise TrainingError(f"{source} does not exist; the training run saved no checkpoint yet")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    weights_out = weights_path_for(json_path)
+    try:
+        model = build_model(info["architecture"], info["backbone"], info["num_classes"], info["input_bands"])
+        load_weights(model, source)
+        save_weights(model, weights_out, dtype="float16")
+        pre = info["preprocessing"]
+        provenance: dict[str, Any] = {
+            "data": params.data,
+            "trained": _dt.date.today().isoformat(),
+            "config": config if config is not None else info.get("params", {}),
+            "training": {
+                "epochs": info.get("epochs_done"),
+                "seconds": info.get("seconds"),
+                "best_val_miou": (info.get("best") or {}).get("val_miou"),
+                "train_patches": info["data"]["train"],
+                "val_patches": info["data"]["val"],
+            },
+        }
+        if report:
+            provenance["metrics"] = metrics_for_provenance(report)
+        bundle = ModelBundle(
+            name=params.name,
+            architecture=info["architecture"],
+            backbone=info["backbone"],
+            tile_size=params.tile_size,
+            input_bands=info["input_bands"],
+            preprocessing=Preprocessing(pre["scale"], tuple(pre["mean"]), tuple(pre["std"])),
+            gsd_m=params.gsd_m,
+            weights=weights_out,
+            provenance=provenance,
+            default_overlap=params.default_overlap,
+            default_batch_size=params.default_batch_size,
+        )
+        return bundle.save(json_path)
+    except LandcoverError as exc:
+        raise TrainingError(f"export failed: {exc}") from exc

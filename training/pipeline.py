@@ -1,0 +1,86 @@
+"""Run every step from one config: (synthetic) -> patch -> filter -> split -> train -> evaluate -> export.
+
+Work folder layout (``workdir``): ``data/`` (synthetic orthophotos, unless ``data.dir`` is given),
+``patches/`` (with ``kept.txt``, ``filter_report.json``), ``split/``, ``model/``, ``eval/``; the
+bundle goes to ``export.out`` (default ``WORKDIR/bundle/landcover.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+from training.config import PipelineConfig, to_dict
+from training.filter import write_text
+
+STEPS = ("synthetic", "patch", "filter", "split", "train", "evaluate", "export")
+
+
+def run_pipeline(
+    config: PipelineConfig, resume: bool = False, say: Callable[[str], None] = print, until: str = "export"
+) -> dict:
+    """Run the steps up to ``until`` and return a small summary (paths, timings, headline metrics)."""
+    from training.evaluate import evaluate
+    from training.export import export_bundle
+    from training.filter import filter_patches, format_report
+    from training.patch import patch_dataset
+    from training.split import split_patches
+    from training.synthetic import generate_dataset
+    from training.train import train
+
+    work = config.work
+    work.mkdir(parents=True, exist_ok=True)
+    resolved = to_dict(config)
+    import yaml
+
+    write_text(work / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    patches, split_dir, model_dir, eval_dir = work / "patches", work / "split", work / "model", work / "eval"
+    timings: dict[str, float] = {}
+    summary: dict = {"workdir": str(work), "timings_s": timings}
+    last = STEPS.index(until)
+
+    def step(name: str) -> bool:
+        return STEPS.index(name) <= last
+
+    t = time.monotonic()
+    if config.data.synthetic is not None and step("synthetic") and not resume:
+        say(f"[synthetic] {config.data.synthetic.orthophotos} scene(s) of {config.data.synthetic.size} px -> "
+            f"{config.data_dir}")
+        generate_dataset(config.data_dir, config.data.synthetic)
+        timings["synthetic"] = round(time.monotonic() - t, 1)
+    if step("patch") and not resume:
+        t = time.monotonic()
+        s = patch_dataset(config.data_dir, patches, config.patch)
+        say(f"[patch] {s.patches} patches of {config.patch.size} px from {s.orthophotos} orthophoto(s) -> {patches}")
+        timings["patch"] = round(time.monotonic() - t, 1)
+    if step("filter") and not resume:
+        report = filter_patches(patches, config.filter)
+        say("[filter] " + format_report(report).replace("\n", "\n         "))
+    if step("split") and not resume:
+        info = split_patches(patches, config.split, split_dir)
+        say(f"[split] {info['params']['mode']}: " + ", ".join(f"{k} {v}" for k, v in info["counts"].items()))
+    if step("train"):
+        t = time.monotonic()
+        say(f"[train] {config.train.architecture}/{config.train.backbone}, {config.train.epochs} epoch(s) -> "
+            f"{model_dir}")
+        result = train(patches, split_dir, model_dir, config.train, resume=resume, config=resolved)
+        say(f"[train] best val mIoU {result.best_miou:.4f} at epoch {result.best_epoch} ({result.seconds:.0f} s)")
+        timings["train"] = round(time.monotonic() - t, 1)
+        summary["best_val_miou"] = result.best_miou
+    report = None
+    if step("evaluate"):
+        t = time.monotonic()
+        report = evaluate(model_dir, patches, split_dir, eval_dir, config.evaluate, data_dir=config.data_dir,
+                          progress=lambda m: say(f"[evaluate] {m}"))
+        for scope in ("patches", "orthophotos"):
+            if scope in report:
+                say(f"[evaluate] {scope}: mIoU {report[scope]['miou']:.4f}, accuracy {report[scope]['accuracy']:.4f}")
+                summary[f"{scope}_miou"] = report[scope]["miou"]
+        timings["evaluate"] = round(time.monotonic() - t, 1)
+    if step("export"):
+        out = export_bundle(model_dir, config.bundle_json, config.export.params, report=report, config=resolved)
+        say(f"[export] bundle {out}")
+        summary["bundle"] = str(out)
+    write_text(work / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,286 @@
+"""Train a segmentation-models network on the train split, keeping the best checkpoint by val mIoU.
+
+Model folder contents: ``best.weights.h5`` (backend weight layout, float32), ``checkpoint/`` (model
+and optimizer state for ``--resume``), ``state.json`` (epochs done, best score), ``history.csv``,
+``loss.png``, ``iou.png``, ``train.json`` (what export needs) and ``config.yaml`` (the resolved config).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training import CLASS_NAMES, NUM_CLASSES
+from training.augment import AugmentParams
+from training.errors import TrainingError
+from training.filter import write_text
+
+BEST_WEIGHTS = "best.weights.h5"
+TRAIN_JSON = "train.json"
+STATE_JSON = "state.json"
+HISTORY_CSV = "history.csv"
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Model, optimisation and augmentation settings (the seed's defaults)."""
+
+    architecture: str = "Unet"
+    backbone: str = "resnet18"
+    encoder_weights: str | None = None  # None, or a local .h5 file (no downloads here)
+    batch_size: int = 16
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    cosine_decay: bool = False  # decay the learning rate to 5 % over the whole run (the seed kept it constant)
+    steps_per_epoch: int | None = None  # None: one pass over the train split
+    val_batches: int | None = None  # None: the whole val split every epoch
+    seed: int = 0
+    augment: AugmentParams = field(default_factory=AugmentParams)
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ("Unet", "FPN", "Linknet"):
+            raise TrainingError(f"architecture must be Unet, FPN or Linknet, got {self.architecture!r}")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise TrainingError("batch_size and epochs must be >= 1")
+        if not self.learning_rate > 0:
+            raise TrainingError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise TrainingError("steps_per_epoch must be >= 1 (or null for one pass)")
+        if self.val_batches is not None and self.val_batches < 1:
+            raise TrainingError("val_batches must be >= 1 (or null for all)")
+        if self.encoder_weights not in (None, "imagenet") and not Path(self.encoder_weights).expanduser().is_file():
+            raise TrainingError(
+                f"encoder weights file {self.encoder_weights} does not exist; pass a local .h5 file or null"
+            )
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    model_dir: Path
+    best_weights: Path
+    best_miou: float
+    best_epoch: int
+    epochs_done: int
+    seconds: float
+
+
+def _strategy(tf: Any) -> Any:
+    """MirroredStrategy over every GPU when there are several; the default strategy otherwise."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def build_loss() -> Any:
+    """The seed's loss: categorical focal + Jaccard."""
+    from backend.tf_import import import_segmentation_models
+
+    sm = import_segmentation_models()
+    return sm.losses.CategoricalFocalLoss() + sm.losses.JaccardLoss()
+
+
+def evaluate_batches(
+    model: Any, dataset: Any, loss_fn: Any, max_batches: int | None = None
+) -> tuple[np.ndarray, float]:
+    """Confusion matrix and mean loss of ``model`` over (image, one-hot) batches."""
+    from training.metrics import confusion_matrix
+
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    loss_sum, n = 0.0, 0
+    for i, (x, y) in enumerate(dataset):
+        if max_batches is not None and i >= max_batches:
+            break
+        pred = model.predict_on_batch(x)
+        loss_sum += float(loss_fn(y, pred)) * int(x.shape[0])
+        n += int(x.shape[0])
+        cm += confusion_matrix(np.argmax(y, -1), np.argmax(pred, -1), NUM_CLASSES)
+    return cm, loss_sum / max(n, 1)
+
+
+def train(
+    patch_dir: Path,
+    split_dir: Path,
+    model_dir: Path,
+    params: TrainParams,
+    resume: bool = False,
+    config: dict[str, Any] | None = None,
+    scale: float = 255.0,
+) -> TrainResult:
+    """Train on ``split_dir/train.txt``, validate on ``val.txt``, write everything into ``model_dir``."""
+    from backend.models import build_model, save_weights
+    from backend.tf_import import import_keras, import_segmentation_models, import_tensorflow
+    from training.data import check_patches_exist, make_dataset
+    from training.metrics import scores
+    from training.plots import plot_history
+    from training.split import read_split
+
+    tf = import_tensorflow()
+    keras = import_keras()
+    sm = import_segmentation_models()
+    patch_dir, split_dir, model_dir = Path(patch_dir), Path(split_dir), Path(model_dir)
+    train_names = read_split(split_dir, "train")
+    val_names = read_split(split_dir, "val")
+    check_patches_exist(patch_dir, train_names + val_names)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    state_path = model_dir / STATE_JSON
+    state = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "seconds": 0.0}
+    if resume:
+        if not state_path.is_file():
+            raise TrainingError(f"nothing to resume in {model_dir} (no {STATE_JSON}); train without --resume first")
+        state.update(json.loads(state_path.read_text()))
+        if state["epoch"] >= params.epochs:
+            raise TrainingError(
+                f"the run in {model_dir} already finished {state['epoch']} of {params.epochs} epochs; "
+                "raise epochs to train longer"
+            )
+    elif (model_dir / HISTORY_CSV).exists():
+        (model_dir / HISTORY_CSV).unlink()
+
+    keras.utils.set_random_seed(params.seed)
+    strategy = _strategy(tf)
+    with strategy.scope():
+        model = build_model(
+            params.architecture, params.backbone, NUM_CLASSES, 3, encoder_weights=params.encoder_weights
+        )
+        steps_total = (params.steps_per_epoch or max(len(train_names) // params.batch_size, 1)) * params.epochs
+        lr = (
+            keras.optimizers.schedules.CosineDecay(params.learning_rate, steps_total, alpha=0.05)
+            if params.cosine_decay
+            else params.learning_rate
+        )
+        optimizer = keras.optimizers.Adam(lr)
+        loss_fn = build_loss()
+        model.compile(optimizer, loss_fn, metrics=[sm.metrics.IOUScore(threshold=0.5)])
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, str(model_dir / "checkpoint"), max_to_keep=1)
+    if resume:
+        if manager.latest_checkpoint is None:
+            raise TrainingError(f"no checkpoint in {model_dir / 'checkpoint'}; train without --resume")
+        checkpoint.restore(manager.latest_checkpoint)
+
+    # A new data seed per resumed epoch, so a resumed run does not replay the first epochs' batches.
+    data_seed = params.seed + int(state["epoch"])
+    train_ds = make_dataset(patch_dir, train_names, params.batch_size, scale, params.augment, True, data_seed)
+    val_ds = make_dataset(patch_dir, val_names, params.batch_size, scale)
+    steps = params.steps_per_epoch or max(len(train_names) // params.batch_size, 1)
+
+    resolved = {
+        "architecture": params.architecture,
+        "backbone": params.backbone,
+        "num_classes": NUM_CLASSES,
+        "class_names": list(CLASS_NAMES),
+        "input_bands": 3,
+        "preprocessing": {"scale": scale, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
+        "params": asdict(params),
+        "data": {"patches": str(patch_dir), "split": str(split_dir), "train": len(train_names), "val": len(val_names)},
+        "steps_per_epoch": steps,
+    }
+    write_text(model_dir / TRAIN_JSON, json.dumps(resolved, indent=2) + "\n")
+    if config is not None:
+        import yaml
+
+        write_text(model_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+    started = time.monotonic()
+    seconds_before = float(state.get("seconds", 0.0))
+
+    class EpochEnd(keras.callbacks.Callback):
+        """Validate, keep the best weights, checkpoint for resume, log and plot after every epoch."""
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs if logs is not None else {}
+            cm, val_loss = evaluate_batches(self.model, val_ds, loss_fn, params.val_batches)
+            result = scores(cm)
+            logs["val_loss"] = val_loss
+            logs["val_miou"] = result["miou"] if result["miou"] is not None else 0.0
+            logs["val_accuracy"] = result["accuracy"] or 0.0
+            for name in CLASS_NAMES:
+                iou = result["per_class"][name]["iou"]
+                logs[f"val_iou_{name}"] = iou if iou is not None else float("nan")
+            improved = logs["val_miou"] > state["best_miou"]
+            if improved:
+                state["best_miou"], state["best_epoch"] = logs["val_miou"], epoch + 1
+                save_weights(self.model, model_dir / BEST_WEIGHTS, dtype="float32")
+            manager.save()
+            state["epoch"] = epoch + 1
+            state["seconds"] = seconds_before + time.monotonic() - started
+            write_text(state_path, json.dumps(state, indent=2) + "\n")
+            _append_history(model_dir / HISTORY_CSV, epoch + 1, logs, state["seconds"])
+            plot_history(model_dir / HISTORY_CSV, model_dir)
+            print(
+                f"epoch {epoch + 1}/{params.epochs}: loss {logs.get('loss', float('nan')):.4f} "
+                f"val_loss {val_loss:.4f} val_mIoU {logs['val_miou']:.4f}"
+                + (" (best, saved)" if improved else ""),
+                flush=True,
+            )
+
+    callbacks = [ProgressBar(params.epochs, steps), EpochEnd()]
+    model.fit(
+        train_ds,
+        epochs=params.epochs,
+        initial_epoch=int(state["epoch"]),
+        steps_per_epoch=steps,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    resolved["best"] = {"val_miou": state["best_miou"], "epoch": state["best_epoch"]}
+    resolved["epochs_done"] = state["epoch"]
+    resolved["seconds"] = state["seconds"]
+    write_text(model_dir / TRAIN_JSON, json.dumps(resolved, indent=2) + "\n")
+    return TrainResult(
+        model_dir, model_dir / BEST_WEIGHTS, state["best_miou"], state["best_epoch"], state["epoch"], state["seconds"]
+    )
+
+
+def _append_history(path: Path, epoch: int, logs: dict, seconds: float) -> None:
+    row = {"epoch": epoch, "seconds": round(seconds, 1), **{k: _num(v) for k, v in sorted(logs.items())}}
+    exists = path.is_file()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if not exists:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _num(v: Any) -> float:
+    return round(float(v), 6)
+
+
+def ProgressBar(epochs: int, steps: int) -> Any:  # noqa: N802 - a factory standing in for a class
+    """A tqdm progress bar per epoch (Keras' own bar garbles log files)."""
+    from tqdm import tqdm
+
+    from backend.tf_import import import_keras
+
+    keras = import_keras()
+
+    class _Bar(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="step", mininterval=10, leave=False)
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.bar.update(1)
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.bar.close()
+
+    return _Bar()
+
+
+def read_train_json(model_dir: Path) -> dict[str, Any]:
+    """The ``train.json`` of a finished run."""
+    path = Path(model_dir) / TRAIN_JSON
+    if not path.is_file():
+        raise TrainingError(f"{path} does not exist; train a model into {model_dir} first")
+    return json.loads(path.read_text())
