@@ -62,6 +62,11 @@ class Window:
     def as_text(self) -> str:
         return f"{self.col_off},{self.row_off},{self.width},{self.height}"
 
+    def as_rasterio(self):
+        from rasterio.windows import Window as RioWindow
+
+        return RioWindow(self.col_off, self.row_off, self.width, self.height)
+
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
     """Parse ``--bands 1,2,3`` (1-based band numbers)."""

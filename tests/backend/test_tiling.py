@@ -95,7 +95,7 @@ def test_column_blocks_partition_the_columns_on_block_borders(width, max_width):
     grid = TileGrid(10, width, 64, 16)
     blocks = grid.column_blocks(max_width)
     assert blocks[0].x0 == 0 and blocks[-1].x1 == width
-    for left, right in zip(blocks, blocks[1:]):
+    for left, right in zip(blocks, blocks[1:], strict=False):
         assert left.x1 == right.x0
         assert left.x1 % OUTPUT_BLOCK == 0
     for b in blocks:
