@@ -12,7 +12,6 @@ import json
 import os
 import queue
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -84,9 +83,8 @@ def find_python(setting: str | None = None, env: dict[str, str] | None = None, p
 def worker_env(python: str, base: dict[str, str] | None = None, plugin_dir: Path = PLUGIN_DIR) -> dict[str, str]:
     """Environment for the worker: ``backend`` importable, TensorFlow configured, QGIS's Python setup removed."""
     env = dict(os.environ if base is None else base)
-    # QGIS may set PYTHONHOME/PYTHONPATH for its own interpreter; another Python must not inherit them.
-    if Path(python).resolve() != Path(sys.executable).resolve():
-        env.pop("PYTHONHOME", None)
+    # QGIS bundles (Windows/macOS) set PYTHONHOME/PYTHONPATH for their own Python; the worker must not inherit them.
+    env.pop("PYTHONHOME", None)
     parent = str(backend_parent(plugin_dir))
     env["PYTHONPATH"] = parent
     env.update(WORKER_ENV)
@@ -95,12 +93,16 @@ def worker_env(python: str, base: dict[str, str] | None = None, plugin_dir: Path
 
 def install_hint(python: str, plugin_dir: Path = PLUGIN_DIR) -> str:
     """The exact command that installs the worker's requirements into ``python``."""
-    req = backend_parent(plugin_dir) / "requirements.txt"
-    if not req.is_file():
-        req = plugin_dir.parent / "requirements.txt"
-    if req.is_file():
-        return f"{python} -m pip install -r {req}"
-    return f"{python} -m pip install tensorflow-cpu==2.21.0 segmentation-models==1.0.1 rasterio"
+    for folder in (plugin_dir, plugin_dir.parent):
+        req = folder / "requirements.txt"
+        if req.is_file():
+            cmd = f"{python} -m pip install -r {req}"
+            nodeps = folder / "requirements-nodeps.txt"
+            if nodeps.is_file():
+                # tf-keras must not pull a second TensorFlow build
+                cmd += f" && {python} -m pip install --no-deps -r {nodeps}"
+            return cmd
+    return f"{python} -m pip install tensorflow-cpu==2.21.0 tf-keras==2.21.0 segmentation-models==1.0.1 rasterio"
 
 
 def check_runtime(python: str, env: dict[str, str] | None = None, plugin_dir: Path = PLUGIN_DIR) -> None:

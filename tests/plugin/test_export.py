@@ -1,0 +1,123 @@
+"""Areas, pixel windows, resolution checks and export through QGIS (no worker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from osgeo import gdal
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsGeometry,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+
+from landcover_plugin import export
+from landcover_plugin.errors import LandcoverPluginError
+
+
+def _layer(path: Path | str) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(path), Path(str(path)).stem, "gdal")
+    assert layer.isValid(), path
+    return layer
+
+
+def polygons_layer(crs: str, rects: list[QgsRectangle]) -> QgsVectorLayer:
+    layer = QgsVectorLayer(f"Polygon?crs={crs}", "areas", "memory")
+    feats = []
+    for rect in rects:
+        f = QgsFeature()
+        f.setGeometry(QgsGeometry.fromRect(rect))
+        feats.append(f)
+    layer.dataProvider().addFeatures(feats)
+    return layer
+
+
+def test_file_layers_are_passed_by_path_others_exported(crops: dict[str, Path], tmp_path: Path) -> None:
+    assert export.layer_file_path(_layer(crops["rgb"])) == crops["rgb"]
+    vrt = tmp_path / "mosaic.vrt"
+    gdal.BuildVRT(str(vrt), [str(crops["rgb"])]).FlushCache()
+    assert export.layer_file_path(_layer(vrt)) is None
+    gdal.Translate("/vsimem/lc_test.tif", str(crops["rgb"]))
+    try:
+        assert export.layer_file_path(_layer("/vsimem/lc_test.tif")) is None
+    finally:
+        gdal.Unlink("/vsimem/lc_test.tif")
+
+
+def test_gsd_in_metres_and_far_check(crops: dict[str, Path]) -> None:
+    gsd = export.layer_gsd_m(_layer(crops["rgb"]))
+    assert gsd == pytest.approx(0.1, rel=0.2)
+    assert export.gsd_is_far(gsd, 0.25) and not export.gsd_is_far(0.3, 0.25)
+    assert export.layer_gsd_m(_layer(crops["naip"])) == pytest.approx(5, rel=0.05)
+    assert not export.gsd_is_far(None, 0.25) and not export.gsd_is_far(0.1, None)
+
+
+def test_window_for_extent_roundtrip(crops: dict[str, Path]) -> None:
+    layer = _layer(crops["rgb"])
+    ext = layer.extent()
+    px = layer.rasterUnitsPerPixelX()
+    rect = QgsRectangle(ext.xMinimum() + 10.4 * px, ext.yMinimum() + 5 * px, ext.xMinimum() + 100 * px,
+                        ext.yMaximum() - 20 * px)
+    window = export.window_for_extent(layer, rect)
+    assert window == (10, 20, 90, 295)
+    got = export.window_extent(layer, window)
+    assert got.contains(rect)
+    assert export.window_for_extent(layer, ext) == (0, 0, 320, 320)
+
+
+def test_area_outside_layer_is_rejected(crops: dict[str, Path]) -> None:
+    layer = _layer(crops["rgb"])
+    far = QgsRectangle(0, 0, 10, 10)
+    with pytest.raises(LandcoverPluginError, match="does not overlap"):
+        export.clip_to_layer(layer, export.Area(export.AREA_EXTENT, far))
+
+
+def test_extent_area_is_transformed_to_layer_crs(crops: dict[str, Path]) -> None:
+    layer = _layer(crops["rgb"])  # EPSG:3395
+    from qgis.core import QgsCoordinateTransform, QgsProject
+
+    wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
+    to_wgs = QgsCoordinateTransform(layer.crs(), wgs84, QgsProject.instance())
+    area = export.extent_area(to_wgs.transformBoundingBox(layer.extent()), wgs84, layer)
+    assert area.kind == export.AREA_EXTENT
+    assert area.extent.width() == pytest.approx(layer.extent().width(), rel=0.01)
+
+
+def test_polygon_area_selected_only(crops: dict[str, Path]) -> None:
+    layer = _layer(crops["rgb"])
+    e = layer.extent()
+    w, h = e.width(), e.height()
+    a = QgsRectangle(e.xMinimum(), e.yMinimum(), e.xMinimum() + w / 4, e.yMinimum() + h / 4)
+    b = QgsRectangle(e.xMaximum() - w / 4, e.yMaximum() - h / 4, e.xMaximum(), e.yMaximum())
+    polys = polygons_layer(layer.crs().authid(), [a, b])
+    both = export.polygon_area(polys, layer)
+    assert len(both.geometries) == 2 and both.extent == e
+    with pytest.raises(LandcoverPluginError, match="no features are selected"):
+        export.polygon_area(polys, layer, selected_only=True)
+    polys.selectByIds([2])
+    one = export.polygon_area(polys, layer, selected_only=True)
+    assert len(one.geometries) == 1 and one.extent.xMinimum() == pytest.approx(b.xMinimum())
+
+
+def test_export_vrt_at_model_resolution(crops: dict[str, Path], tmp_path: Path) -> None:
+    vrt = tmp_path / "v.vrt"
+    gdal.BuildVRT(str(vrt), [str(crops["rgb"])]).FlushCache()
+    layer = _layer(vrt)
+    rect = layer.extent()
+    spec = export.export_spec(layer, rect, pixel_size=rect.width() / 128)
+    out = export.run_export(spec, tmp_path / "out.tif")
+    ds = gdal.Open(str(out))
+    assert (ds.RasterXSize, ds.RasterYSize, ds.RasterCount) == (128, 128, 3)
+    gt = ds.GetGeoTransform()
+    assert gt[0] == pytest.approx(rect.xMinimum()) and gt[3] == pytest.approx(rect.yMaximum())
+    assert "3395" in ds.GetProjection() or "Mercator" in ds.GetProjection()
+
+
+def test_huge_exports_are_refused(crops: dict[str, Path]) -> None:
+    layer = _layer(crops["rgb"])
+    with pytest.raises(LandcoverPluginError, match="smaller"):
+        export.export_spec(layer, layer.extent(), pixel_size=layer.extent().width() / 100_000)
