@@ -39,6 +39,7 @@ from backend.runtime import Runtime, make_runtime
 from backend.tiling import OUTPUT_BLOCK, ColumnBlock, TileGrid, reflect_indices
 
 DEFAULT_MAX_BLOCK_WIDTH = 16384
+NETWORK_STRIDE = 32  # output stride of the U-Net/FPN/Linknet encoders: tile origins align to it
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,7 @@ def _segment_source(
 ) -> SegmentResult:
     import rasterio
 
-    grid = TileGrid(source.height, source.width, params.tile_size, params.overlap)
+    grid = TileGrid(source.height, source.width, params.tile_size, params.overlap, NETWORK_STRIDE)
     blocks = grid.column_blocks(params.max_block_width)
     total = sum(len(b.tiles) for b in blocks) * grid.rows.count
     num_classes = bundle.num_classes

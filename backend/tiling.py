@@ -1,8 +1,11 @@
 """Tile geometry for streaming, blended inference: pure numpy, no IO, no model.
 
 Along each axis, tiles of the model's size advance by ``stride = tile - overlap``. The raster is
-conceptually reflect-padded by ``overlap // 2`` before its first pixel (so edge pixels are not at a
-tile border) and by whatever the last tile needs after it. Each tile's probabilities are multiplied
+conceptually reflect-padded by ``overlap // 2`` (rounded down to a multiple of ``align``) before its
+first pixel, so edge pixels are not at a tile border, and by whatever the last tile needs after it.
+Encoder-decoder networks downsample by 32, so they are only shift-equivariant for shifts that are
+multiples of 32: with ``align=32`` and an overlap that is a multiple of 32, every tile origin lies
+on that grid and each tile computes the same features as one pass over the whole image would. Each tile's probabilities are multiplied
 by a separable weight window that is 1 in the middle and falls off as sin^2 over the ``overlap``
 pixels at each border; neighbouring ramps sum to exactly 1, and the window is never 0, so every
 pixel, including the raster's edge, has a positive total weight. With overlap 0 the window is all
@@ -51,8 +54,11 @@ class AxisTiling:
     length: int
     tile: int
     overlap: int
+    align: int = 1
 
     def __post_init__(self) -> None:
+        if self.align < 1:
+            raise ValueError(f"align must be >= 1, got {self.align}")
         if self.length < 1:
             raise ValueError(f"axis length must be >= 1, got {self.length}")
         if self.tile < 1:
@@ -66,7 +72,7 @@ class AxisTiling:
 
     @property
     def pad_before(self) -> int:
-        return self.overlap // 2
+        return (self.overlap // 2) // self.align * self.align
 
     @property
     def count(self) -> int:
@@ -134,14 +140,15 @@ class TileGrid:
     width: int
     tile: int
     overlap: int
+    align: int = 1
 
     @cached_property
     def rows(self) -> AxisTiling:
-        return AxisTiling(self.height, self.tile, self.overlap)
+        return AxisTiling(self.height, self.tile, self.overlap, self.align)
 
     @cached_property
     def cols(self) -> AxisTiling:
-        return AxisTiling(self.width, self.tile, self.overlap)
+        return AxisTiling(self.width, self.tile, self.overlap, self.align)
 
     @property
     def tile_count(self) -> int:

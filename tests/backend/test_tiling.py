@@ -35,7 +35,7 @@ def test_axis_tiles_cover_every_pixel(length, tile, overlap):
         b = min(length, axis.start(i) + tile)
         covered[a:b] += 1
     assert (covered >= 1).all()
-    assert axis.start(0) == -(overlap // 2)
+    assert axis.start(0) == -(overlap // 2)  # align=1: pad by half the overlap
     assert axis.start(axis.count - 1) + tile >= length
     # no superfluous tile: dropping the last one would leave pixels uncovered
     if axis.count > 1:
@@ -119,3 +119,14 @@ def test_final_before_is_monotonic_and_ends_at_the_length():
 def test_invalid_axis_is_rejected(kwargs):
     with pytest.raises(ValueError):
         AxisTiling(**kwargs)
+
+
+@pytest.mark.parametrize("overlap,pad", [(0, 0), (32, 0), (64, 32), (96, 32), (128, 64)])
+def test_aligned_tiles_start_on_the_network_stride(overlap, pad):
+    axis = AxisTiling(2000, 256, overlap, align=32)
+    assert axis.pad_before == pad
+    assert all(axis.start(i) % 32 == 0 for i in range(axis.count))
+    covered = np.zeros(2000, int)
+    for i in range(axis.count):
+        covered[max(0, axis.start(i)) : axis.start(i) + 256] += 1
+    assert (covered >= 1).all()
