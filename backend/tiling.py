@@ -5,10 +5,12 @@ conceptually reflect-padded by ``overlap // 2`` (rounded down to a multiple of `
 first pixel, so edge pixels are not at a tile border, and by whatever the last tile needs after it.
 Encoder-decoder networks downsample by 32, so they are only shift-equivariant for shifts that are
 multiples of 32: with ``align=32`` and an overlap that is a multiple of 32, every tile origin lies
-on that grid and each tile computes the same features as one pass over the whole image would. Each tile's probabilities are multiplied
-by a separable weight window that is 1 in the middle and falls off as sin^2 over the ``overlap``
-pixels at each border; neighbouring ramps sum to exactly 1, and the window is never 0, so every
-pixel, including the raster's edge, has a positive total weight. With overlap 0 the window is all
+on that grid, so tiles see pixels in the same phase as one pass over the whole image (they still
+lack context near their borders, which the blend window down-weights).
+
+Each tile's probabilities are multiplied by a separable weight window that is 1 in the middle and
+falls off as sin^2 over the ``overlap`` pixels at each border; neighbouring ramps sum to exactly 1,
+and the window is never 0, so every pixel, including the raster's edge, has a positive total weight. With overlap 0 the window is all
 ones and the tiling is the plain non-overlapping grid.
 """
 
