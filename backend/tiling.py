@@ -10,8 +10,8 @@ lack context near their borders, which the blend window down-weights).
 
 Each tile's probabilities are multiplied by a separable weight window that is 1 in the middle and
 falls off as sin^2 over the ``overlap`` pixels at each border; neighbouring ramps sum to exactly 1,
-and the window is never 0, so every pixel, including the raster's edge, has a positive total weight. With overlap 0 the window is all
-ones and the tiling is the plain non-overlapping grid.
+and the window is never 0, so every pixel, including the raster's edge, has a positive total weight.
+With overlap 0 the window is all ones and the tiling is the plain non-overlapping grid.
 """
 
 from __future__ import annotations
