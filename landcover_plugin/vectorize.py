@@ -166,8 +166,18 @@ def mask_outside(raster: str | Path, geometries: Sequence[QgsGeometry], nodata: 
         feature = ogr.Feature(lyr.GetLayerDefn())
         feature.SetGeometry(ogr.CreateGeometryFromWkb(bytes(geom.asWkb())))
         lyr.CreateFeature(feature)
-    bands = list(range(1, ds.RasterCount + 1))
-    gdal.RasterizeLayer(ds, bands, lyr, burn_values=[nodata] * len(bands), options=["INVERT=TRUE"])
+    # Burn the polygons into a byte mask, then blank everything outside (RasterizeLayer's INVERT option
+    # proved unreliable with GDAL 3.6 here).
+    mask_ds = gdal.GetDriverByName("MEM").Create("", ds.RasterXSize, ds.RasterYSize, 1, gdal.GDT_Byte)
+    mask_ds.SetGeoTransform(ds.GetGeoTransform())
+    mask_ds.SetProjection(ds.GetProjection())
+    gdal.RasterizeLayer(mask_ds, [1], lyr, burn_values=[1], options=["ALL_TOUCHED=FALSE"])
+    outside = mask_ds.GetRasterBand(1).ReadAsArray() == 0
+    for i in range(1, ds.RasterCount + 1):
+        band = ds.GetRasterBand(i)
+        data = band.ReadAsArray()
+        data[outside] = nodata
+        band.WriteArray(data)
     ds.FlushCache()
     ds = None
 

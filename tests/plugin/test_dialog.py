@@ -1,0 +1,283 @@
+"""The dialog filled programmatically: validation messages, every area option, cancel, non-file layers.
+
+Runs marked slow start the real worker (``untrained:Unet:resnet18``) on 320 px crops, a few seconds each.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import UNTRAINED, add_raster, wait_for_task
+from osgeo import gdal
+from qgis.core import (
+    Qgis,
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsGeometry,
+    QgsPalettedRasterRenderer,
+    QgsPointXY,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+
+from landcover_plugin import export, job
+from landcover_plugin.dialog import LandcoverDialog
+from landcover_plugin.models import LANDCOVER_CLASSES
+from landcover_plugin.results import GROUP_NAME
+
+pytestmark = pytest.mark.usefixtures("clean_settings")
+
+
+def make_dialog(iface, layer: QgsRasterLayer | None, resample: bool | None = False) -> LandcoverDialog:
+    if layer is not None:
+        iface.setActiveLayer(layer)
+    dlg = LandcoverDialog(iface)
+    assert dlg.select_model(UNTRAINED)
+    dlg.confirm = lambda message: resample  # answer the "pixel size far from the model's" question
+    return dlg
+
+
+def result_layers(project: QgsProject) -> list:
+    group = project.layerTreeRoot().findGroup(GROUP_NAME)
+    return [node.layer() for node in group.findLayers()] if group else []
+
+
+def run_dialog(dlg: LandcoverDialog):
+    task = dlg.run()
+    assert task is not None, dlg.last_error
+    wait_for_task(task)
+    assert task.outcome is not None, task.error
+    return task
+
+
+def assert_class_style(layer: QgsRasterLayer) -> None:
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    got = [(c.value, c.label, c.color.getRgb()[:3]) for c in renderer.classes()]
+    assert got == [(i, n, c) for i, n, c in LANDCOVER_CLASSES]
+    assert layer.dataProvider().sourceNoDataValue(1) == 255
+
+
+# ------------------------------------------------------------------ validation (fast)
+def test_no_layer(qgis_iface, project) -> None:
+    dlg = make_dialog(qgis_iface, None)
+    assert dlg.run() is None
+    assert "no raster layer chosen" in dlg.last_error
+
+
+def test_one_band_layer(qgis_iface, project, crops) -> None:
+    dlg = make_dialog(qgis_iface, add_raster(crops["gray"]))
+    assert dlg.run() is None
+    assert "has 1 band(s)" in dlg.last_error and "RGB" in dlg.last_error
+
+
+def test_layer_without_crs(qgis_iface, project, tmp_path: Path) -> None:
+    path = tmp_path / "nocrs.tif"
+    gdal.GetDriverByName("GTiff").Create(str(path), 64, 64, 3).FlushCache()
+    layer = QgsRasterLayer(str(path), "nocrs", "gdal")
+    layer.setCrs(QgsCoordinateReferenceSystem())
+    QgsProject.instance().addMapLayer(layer)
+    dlg = make_dialog(qgis_iface, layer)
+    assert dlg.run() is None
+    assert "no coordinate reference system" in dlg.last_error
+
+
+def test_missing_model(qgis_iface, project, crops, tmp_path: Path) -> None:
+    from test_models import write_bundle
+
+    from landcover_plugin.errors import LandcoverPluginError
+
+    dlg = make_dialog(qgis_iface, add_raster(crops["rgb"]))
+    with pytest.raises(LandcoverPluginError, match="does not exist"):
+        dlg.add_model_file(str(tmp_path / "nope.json"))
+    bundle = write_bundle(tmp_path / "m")
+    info = dlg.add_model_file(str(bundle))
+    assert dlg.current_model().name == info.name == "tiny"
+    assert "0.5 m/pixel" in dlg.model_label.text() and "woodland" in dlg.model_label.text()
+    assert (dlg.overlap_spin.value(), dlg.batch_spin.value()) == (16, 4)  # defaults from the model
+    bundle.unlink()
+    assert dlg.run() is None
+    assert "no longer exists" in dlg.last_error
+
+
+def test_gsd_question_can_cancel_or_resample(qgis_iface, project, crops) -> None:
+    layer = add_raster(crops["rgb"])  # 0.1 m pixels, model expects 0.25 m
+    dlg = make_dialog(qgis_iface, layer, resample=None)
+    asked: list[str] = []
+    dlg.confirm = lambda message: asked.append(message)  # returns None: cancel
+    assert dlg.run() is None and dlg.last_error is None
+    assert "expects 0.25 m" in asked[0] and "Resample" in asked[0]
+    request = dlg.request()
+    request.resample = True
+    plan = job.prepare(request)
+    assert plan.export_spec is not None and plan.window is None
+    assert (plan.export_spec.width, plan.export_spec.height) == pytest.approx((128, 128), abs=1)
+
+
+def test_worker_without_tensorflow(qgis_iface, project, crops) -> None:
+    dlg = make_dialog(qgis_iface, add_raster(crops["rgb"]))
+    dlg.python_widget.setFilePath("/usr/bin/python3")
+    task = dlg.run()
+    assert task is not None
+    wait_for_task(task, timeout=60)
+    assert task.outcome is None and result_layers(QgsProject.instance()) == []
+    critical = " ".join(qgis_iface.messageBar().get_messages(Qgis.Critical))
+    assert "cannot import TensorFlow" in critical and "/usr/bin/python3 -m pip install -r" in critical
+
+
+def test_non_file_layers_are_exported(qgis_iface, project, crops, tmp_path: Path) -> None:
+    gdal.Translate("/vsimem/landcover_mem.tif", str(crops["rgb"]))
+    try:
+        layer = QgsRasterLayer("/vsimem/landcover_mem.tif", "in-memory", "gdal")
+        assert layer.isValid()
+        QgsProject.instance().addMapLayer(layer)
+        plan = job.prepare(make_dialog(qgis_iface, layer).request())
+        assert plan.input_path is None and plan.export_spec is not None
+        assert (plan.export_spec.width, plan.export_spec.height) == (320, 320)
+    finally:
+        gdal.Unlink("/vsimem/landcover_mem.tif")
+
+
+def test_choices_are_remembered(qgis_iface, project, crops) -> None:
+    dlg = make_dialog(qgis_iface, add_raster(crops["gray"]))
+    dlg.area_extent.setChecked(True)
+    dlg.polygons_check.setChecked(True)
+    dlg._save_settings()
+    again = LandcoverDialog(qgis_iface)
+    assert again.current_model().spec == UNTRAINED
+    assert again.area_extent.isChecked() and again.polygons_check.isChecked()
+
+
+# ------------------------------------------------------------------ real worker runs (slow)
+@pytest.mark.slow
+def test_whole_layer_with_all_outputs(qgis_iface, project, crops, tmp_path: Path) -> None:
+    layer = add_raster(crops["rgb"])
+    dlg = make_dialog(qgis_iface, layer)
+    dlg.output_widget.setFilePath(str(tmp_path / "classes.tif"))
+    dlg.confidence_check.setChecked(True)
+    dlg.polygons_check.setChecked(True)
+    dlg.polygons_widget.setFilePath(str(tmp_path / "polygons.gpkg"))
+    run_dialog(dlg)
+
+    layers = {lyr.name(): lyr for lyr in result_layers(project)}
+    assert set(layers) == {"untrained-unet-resnet18", "untrained-unet-resnet18 polygons",
+                           "untrained-unet-resnet18 confidence"}
+    classes = layers["untrained-unet-resnet18"]
+    assert classes.source() == str(tmp_path / "classes.tif")
+    assert classes.crs() == layer.crs()
+    assert classes.extent().toString(3) == layer.extent().toString(3)
+    assert (classes.width(), classes.height()) == (320, 320)
+    assert_class_style(classes)
+    areas = json.loads((tmp_path / "classes.areas.json").read_text())
+    assert [c["name"] for c in areas["classes"]] == [n for _, n, _ in LANDCOVER_CLASSES]
+    assert sum(c["percent"] for c in areas["classes"]) == pytest.approx(100, abs=0.01)
+    assert (tmp_path / "classes.areas.csv").is_file()
+    polygons = layers["untrained-unet-resnet18 polygons"]
+    assert [f.name() for f in polygons.fields()][-3:] == ["class_id", "class_name", "area_m2"]
+    total = sum(f["area_m2"] for f in polygons.getFeatures())
+    assert total == pytest.approx(sum(c["area_m2"] for c in areas["classes"]), rel=1e-3)
+    success = " ".join(qgis_iface.messageBar().get_messages(Qgis.Success))
+    assert "untrained-unet-resnet18" in success and "%" in success
+
+
+@pytest.mark.slow
+def test_current_map_extent(qgis_iface, project, crops) -> None:
+    layer = add_raster(crops["rgb"])
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))  # the area is transformed to the layer CRS
+    from qgis.core import QgsCoordinateTransform
+
+    e = layer.extent()
+    w, h = e.width(), e.height()
+    sub = QgsRectangle(e.xMinimum() + 0.3 * w, e.yMinimum() + 0.3 * h, e.xMinimum() + 0.7 * w, e.yMinimum() + 0.7 * h)
+    to_canvas = QgsCoordinateTransform(layer.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance())
+    canvas.setExtent(to_canvas.transformBoundingBox(sub))
+    canvas_rect_in_layer = export.extent_area(canvas.extent(), canvas.mapSettings().destinationCrs(), layer).extent
+    dlg = make_dialog(qgis_iface, layer)
+    dlg.area_extent.setChecked(True)
+    task = run_dialog(dlg)
+    (classes,) = [lyr for lyr in result_layers(project) if isinstance(lyr, QgsRasterLayer)]
+    window = task.plan.window
+    # The canvas widens the extent to its aspect ratio; the window must be what the canvas shows, clipped.
+    assert window == export.window_for_extent(layer, canvas_rect_in_layer.intersect(e))
+    assert window[3] == 128 and window[2] <= 320
+    assert classes.extent().toString(3) == export.window_extent(layer, window).toString(3)
+    assert classes.extent().buffered(1e-6).contains(canvas_rect_in_layer.intersect(e))
+    assert (classes.width(), classes.height()) == window[2:]
+    assert_class_style(classes)
+
+
+@pytest.mark.slow
+def test_selected_polygon_features(qgis_iface, project, crops) -> None:
+    layer = add_raster(crops["rgb"])
+    e = layer.extent()
+    polys = QgsVectorLayer(f"Polygon?crs={layer.crs().authid()}", "fields", "memory")
+    tri = QgsGeometry.fromPolygonXY([[QgsPointXY(e.xMinimum(), e.yMinimum()), QgsPointXY(e.center().x(), e.yMinimum()),
+                                      QgsPointXY(e.xMinimum(), e.center().y())]])
+    other = QgsGeometry.fromRect(QgsRectangle(e.xMaximum() - 5, e.yMaximum() - 5, e.xMaximum(), e.yMaximum()))
+    feats = []
+    for geom in (tri, other):
+        f = QgsFeature()
+        f.setGeometry(geom)
+        feats.append(f)
+    polys.dataProvider().addFeatures(feats)
+    QgsProject.instance().addMapLayer(polys)
+    polys.selectByIds([1])  # only the triangle
+
+    dlg = make_dialog(qgis_iface, layer)
+    dlg.area_polygons.setChecked(True)
+    dlg.polygon_combo.setLayer(polys)
+    dlg.selected_only.setChecked(True)
+    task = run_dialog(dlg)
+    assert task.plan.window == (0, 160, 160, 160)
+    (classes,) = [lyr for lyr in result_layers(project) if isinstance(lyr, QgsRasterLayer)]
+    assert (classes.width(), classes.height()) == (160, 160)
+    data = gdal.Open(classes.source()).ReadAsArray()
+    assert data[0, -1] == 255 and data[-1, 0] != 255  # outside the triangle: nodata; inside: a class
+    areas = task.outcome.areas
+    assert areas["nodata_pixels"] == pytest.approx(160 * 160 / 2, rel=0.05)
+    assert sum(c["pixels"] for c in areas["classes"]) == areas["valid_pixels"]
+
+
+@pytest.mark.slow
+def test_vrt_layer_is_exported_and_segmented(qgis_iface, project, crops, tmp_path: Path) -> None:
+    vrt = tmp_path / "mosaic.vrt"
+    gdal.BuildVRT(str(vrt), [str(crops["rgb"])]).FlushCache()
+    layer = add_raster(vrt)
+    task = run_dialog(make_dialog(qgis_iface, layer))
+    assert task.plan.export_spec is not None and task.plan.input_path is None
+    (classes,) = [lyr for lyr in result_layers(project) if isinstance(lyr, QgsRasterLayer)]
+    assert classes.crs() == layer.crs()
+    assert classes.extent().toString(3) == layer.extent().toString(3)
+    assert_class_style(classes)
+    assert not (task.plan.workdir / "input.tif").exists()  # the temporary export is removed
+
+
+@pytest.mark.slow
+def test_cancel_leaves_no_layer_and_no_file(qgis_iface, project, real_dir, tmp_path: Path) -> None:
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    layer = add_raster(real_dir / "riverfront_rgb_jpeg_epsg3395.tif")  # 2048 px: long enough to cancel
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    dlg = make_dialog(qgis_iface, layer)
+    dlg.output_widget.setFilePath(str(out_dir / "classes.tif"))
+    task = dlg.run()
+    assert task is not None, dlg.last_error
+    import time
+
+    deadline = time.monotonic() + 120
+    while task.progress() < 3 and time.monotonic() < deadline:  # wait until tiles are being predicted
+        QCoreApplication.processEvents()
+        time.sleep(0.05)
+    assert task.progress() >= 3, task.stage
+    task.cancel()
+    wait_for_task(task, timeout=60)
+    assert task.canceled and task.outcome is None
+    assert result_layers(project) == []
+    assert list(out_dir.iterdir()) == []
+    assert any("cancelled" in m for m in qgis_iface.messageBar().get_messages(Qgis.Info))
