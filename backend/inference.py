@@ -342,7 +342,9 @@ def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, 
     """Predict every tile of one column block, row by row; yields ``(tiles_done, tiles_predicted)`` steps."""
     tile = params.tile_size
     rows = grid.rows
-    capacity = tile + rows.stride * (params.batch_size // max(1, len(block.tiles)) + 2)
+    # Rows in flight: from the first tile row with unpredicted tiles to the end of the newest one;
+    # a batch spans at most ceil(batch / tiles per row) + 1 tile rows. ensure() grows it if needed.
+    capacity = tile + rows.stride * -(-params.batch_size // len(block.tiles))
     acc = _Accumulator(rows.start(0), block.acc_width, bundle.num_classes, capacity)
     cols_idx = reflect_indices(block.acc_x0, block.acc_width, source.width)
     weights = grid.weights[None, :, :, None]
