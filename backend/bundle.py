@@ -81,6 +81,43 @@ class Preprocessing:
         return x
 
 
+ONNX_LAYOUTS = ("NHWC", "NCHW")
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """The bundle's ONNX export (see :mod:`backend.onnx_export`): the file beside the JSON and its checksum.
+
+    ``layout`` is the ONNX tensors' layout: NHWC like Keras, or NCHW for Deepness. ``weights_sha256``
+    is the checksum of the weights file it was converted from, so a retrained bundle with a stale
+    ONNX file is caught instead of silently running the old network.
+    """
+
+    file: Path
+    sha256: str
+    opset: int = 17
+    layout: str = "NHWC"
+    deepness: bool = False
+    weights_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.layout not in ONNX_LAYOUTS:
+            raise LandcoverError(f"ONNX layout {self.layout!r} is not one of {', '.join(ONNX_LAYOUTS)}")
+        for value in (self.sha256, self.weights_sha256):
+            if value is not None and (len(value) != 64 or any(ch not in "0123456789abcdef" for ch in value)):
+                raise LandcoverError(f"ONNX checksum {value!r} is not a 64-digit lowercase hex SHA-256")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file.name,
+            "sha256": self.sha256,
+            "opset": self.opset,
+            "layout": self.layout,
+            "deepness": self.deepness,
+            "weights_sha256": self.weights_sha256,
+        }
+
+
 @dataclass(frozen=True)
 class ModelBundle:
     """Validated model metadata plus where its weights live.
@@ -102,6 +139,7 @@ class ModelBundle:
     default_batch_size: int = 8
     seed: int = 0
     source: Path | None = None
+    onnx: OnnxExport | None = None
 
     def __post_init__(self) -> None:
         where = f" in {self.source}" if self.source else ""
@@ -166,6 +204,8 @@ class ModelBundle:
             "default_batch_size": self.default_batch_size,
             "provenance": self.provenance,
         }
+        if self.onnx is not None:
+            d["onnx"] = self.onnx.to_dict()
         d["preprocessing"]["mean"] = list(self.preprocessing.mean)
         d["preprocessing"]["std"] = list(self.preprocessing.std)
         return d
@@ -190,6 +230,9 @@ class ModelBundle:
             f"classes:      {', '.join(f'{c.id} {c.name}' for c in self.classes)}",
             f"weights:      {self.weights if self.weights else f'random (untrained, seed {self.seed})'}",
         ]
+        if self.onnx is not None:
+            extra = ", Deepness metadata" if self.onnx.deepness else ""
+            lines.append(f"onnx:         {self.onnx.file.name} ({self.onnx.layout}, opset {self.onnx.opset}{extra})")
         metrics = self.provenance.get("metrics") or {}
         if "miou" in metrics:
             lines.append(f"mIoU:         {metrics['miou']:.3f}")
@@ -244,9 +287,34 @@ def bundle_from_dict(data: dict[str, Any], source: Path | None = None) -> ModelB
             default_overlap=None if data.get("default_overlap") is None else int(data["default_overlap"]),
             default_batch_size=int(data.get("default_batch_size", 8)),
             source=source,
+            onnx=_onnx_from_dict(data.get("onnx"), source, where),
         )
     except (TypeError, ValueError) as exc:
         raise LandcoverError(f"model bundle{where} has a value of the wrong type ({exc})") from exc
+
+
+def _onnx_from_dict(entry: Any, source: Path | None, where: str) -> OnnxExport | None:
+    """Parse the optional ``onnx`` entry; the file must exist (its checksum is checked when it is run)."""
+    if entry is None:
+        return None
+    fix = "re-export it with 'python -m backend export-onnx MODEL' or delete the \"onnx\" entry from the JSON"
+    if not isinstance(entry, dict) or not entry.get("file") or not entry.get("sha256"):
+        raise LandcoverError(f"the \"onnx\" entry of the model bundle{where} needs \"file\" and \"sha256\"; {fix}")
+    base = source.parent if source else Path.cwd()
+    path = (base / str(entry["file"])).resolve()
+    if not path.is_file():
+        raise LandcoverError(f"ONNX file {path} named by the model bundle{where} is missing; {fix}")
+    try:
+        return OnnxExport(
+            file=path,
+            sha256=str(entry["sha256"]),
+            opset=int(entry.get("opset", 17)),
+            layout=str(entry.get("layout", "NHWC")),
+            deepness=bool(entry.get("deepness", False)),
+            weights_sha256=None if entry.get("weights_sha256") is None else str(entry["weights_sha256"]),
+        )
+    except (TypeError, ValueError) as exc:
+        raise LandcoverError(f"the \"onnx\" entry of the model bundle{where} is malformed ({exc}); {fix}") from exc
 
 
 def load_bundle(path: Path | str) -> ModelBundle:
@@ -359,5 +427,9 @@ def resolve_model(name_or_path: str | None, seed: int = 0) -> ModelBundle:
 
 
 def with_weights(bundle: ModelBundle, weights: Path, **changes: Any) -> ModelBundle:
-    """A copy of ``bundle`` pointing at ``weights`` (used by the training export)."""
+    """A copy of ``bundle`` pointing at ``weights`` (used by the training export).
+
+    Any ONNX export is dropped unless given: it was converted from the old weights.
+    """
+    changes.setdefault("onnx", None)
     return replace(bundle, weights=Path(weights), **changes)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m backend segment | models | info | preview``.
+"""Command line: ``python -m backend segment | models | info | preview | export-onnx``.
 
 Exit codes: 0 success, 2 bad input or usage (one line on stderr naming the problem and the fix),
 1 anything else (a bug: the traceback is printed), 130/143 interrupted. With ``--progress json``
@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--window", help="only this pixel window of the input: COL_OFF,ROW_OFF,WIDTH,HEIGHT")
     seg.add_argument("--resample", action="store_true", help="resample the input to the model's pixel size first")
     seg.add_argument("--confidence", metavar="PATH", help="also write the top-class probability raster here")
-    seg.add_argument("--runtime", default="auto", help="inference runtime: auto or tensorflow (default: auto)")
+    seg.add_argument("--runtime", default="auto",
+                     help="inference runtime: auto|onnx|tensorflow (default auto: ONNX Runtime when the model has an "
+                     "ONNX export and onnxruntime is installed, else TensorFlow)")
     seg.add_argument("--seed", type=int, default=0, help="random seed for untrained:... models (default 0)")
     seg.add_argument(
         "--progress", choices=("bar", "json", "none"), default="bar",
@@ -68,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print a model bundle's metadata")
     info.add_argument("model", metavar="MODEL", help="bundle .json path or model name/key")
     info.add_argument("--json", action="store_true", help="print the bundle JSON")
+
+    exp = sub.add_parser(
+        "export-onnx",
+        help="export a model bundle to ONNX (stored in the bundle; used by --runtime auto|onnx)",
+        description="Convert MODEL's network to <bundle>.onnx beside its JSON, check it against TensorFlow and "
+        "record its checksum in the JSON. Needs tensorflow + tf2onnx; running it needs only onnxruntime.",
+    )
+    exp.add_argument("model", metavar="MODEL", help="bundle .json path or model name/key")
+    exp.add_argument("--deepness", action="store_true",
+                     help="channels-first tensors plus the metadata the Deepness QGIS plugin reads")
+    exp.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    exp.add_argument("--weights-dtype", choices=("auto", "float16", "float32"), default="auto",
+                     help="auto (default): float16 where lossless, i.e. for bundles saved as float16; "
+                     "float16: round all weights (smaller, ~1e-3 probability error); float32: no rounding")
 
     prev = sub.add_parser("preview", help="render orthophoto | land cover with legend side by side to a PNG")
     prev.add_argument("image", metavar="ORTHOPHOTO")
@@ -82,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_mode = getattr(args, "progress", None) == "json"
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        return {"segment": _segment, "models": _models, "info": _info, "preview": _preview}[args.command](args)
+        return {"segment": _segment, "models": _models, "info": _info, "preview": _preview,
+                "export-onnx": _export_onnx}[args.command](args)
     except LandcoverError as exc:
         if json_mode:
             print(json.dumps({"stage": "error", "message": str(exc)}), flush=True)
@@ -169,6 +186,16 @@ def _info(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
     else:
         print(bundle.summary())
+    return EXIT_OK
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from backend.bundle import resolve_model
+    from backend.onnx_export import export_onnx
+
+    report = export_onnx(resolve_model(args.model), deepness=args.deepness, opset=args.opset,
+                         weights_dtype=args.weights_dtype)
+    print(report.summary())
     return EXIT_OK
 
 

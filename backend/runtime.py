@@ -14,7 +14,7 @@ import numpy as np
 from backend.bundle import ModelBundle
 from backend.errors import LandcoverError
 
-RUNTIMES = ("auto", "tensorflow")
+RUNTIMES = ("auto", "onnx", "tensorflow")
 
 
 class Runtime(Protocol):
@@ -37,6 +37,7 @@ class TensorFlowRuntime:
         from backend.tf_import import import_tensorflow
 
         tf = import_tensorflow()
+        _set_tensorflow_threads(tf)
         self.model = build_from_bundle(bundle)
         spec = tf.TensorSpec([None, bundle.tile_size, bundle.tile_size, bundle.input_bands], tf.float32)
         self._call = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
@@ -45,8 +46,26 @@ class TensorFlowRuntime:
         return self._call(batch).numpy()
 
 
+def _set_tensorflow_threads(tf) -> None:
+    """Match TensorFlow's intra-op pool to the ONNX path's (see :class:`backend.onnx_runtime.OnnxRuntime`)."""
+    from backend.onnx_runtime import inference_threads
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(inference_threads())
+    except RuntimeError:
+        pass  # TensorFlow already ran something in this process: its pool is fixed by now
+
+
 def make_runtime(bundle: ModelBundle, kind: str = "auto") -> Runtime:
-    """The runtime to use for ``bundle``: ``auto`` picks the fastest one available."""
+    """The runtime to use for ``bundle``.
+
+    ``auto`` picks ONNX Runtime (about 1.5-1.8x faster) when the bundle has an ONNX export and
+    onnxruntime imports, else TensorFlow; ``onnx`` insists on ONNX Runtime and explains what is missing.
+    """
     if kind not in RUNTIMES:
         raise LandcoverError(f"unknown runtime {kind!r}; use one of {', '.join(RUNTIMES)}")
+    from backend.onnx_runtime import OnnxRuntime, onnxruntime_available
+
+    if kind == "onnx" or (kind == "auto" and bundle.onnx is not None and onnxruntime_available()):
+        return OnnxRuntime(bundle)
     return TensorFlowRuntime(bundle)
