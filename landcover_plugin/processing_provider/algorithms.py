@@ -213,7 +213,7 @@ class VectorizeAlgorithm(QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Land-cover class raster"))
-        self.addParameter(QgsProcessingParameterBand(self.BAND, "Band", 1, self.INPUT))
+        self.addParameter(QgsProcessingParameterBand(self.BAND, "Band", 1, self.INPUT, optional=True))
         self.addParameter(QgsProcessingParameterFeatureSink(
             self.OUTPUT, "Land-cover polygons", QgsProcessing.TypeVectorPolygon))
 

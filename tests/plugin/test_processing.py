@@ -1,0 +1,129 @@
+"""Processing algorithms ``landcover:segment`` and ``landcover:vectorize`` through ``processing.run``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import UNTRAINED
+from osgeo import gdal, osr
+from qgis.core import (
+    QgsApplication,
+    QgsCategorizedSymbolRenderer,
+    QgsProcessingException,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+
+from landcover_plugin.processing_provider.provider import LandcoverProvider
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    registry = QgsApplication.processingRegistry()
+    prov = registry.providerById("landcover")
+    if prov is None:
+        prov = LandcoverProvider()
+        assert registry.addProvider(prov)
+    yield prov
+    registry.removeProvider(prov)
+
+
+@pytest.fixture(scope="module")
+def segmented(provider, crops, tmp_path_factory) -> dict:
+    """One real segment run (with AREA, OVERLAP, BATCH_SIZE, BANDS and POLYGONS) shared by the tests below."""
+    import processing
+
+    out = tmp_path_factory.mktemp("proc")
+    layer = QgsRasterLayer(str(crops["rgb"]), "rgb")
+    e = layer.extent()
+    area = f"{e.xMinimum()},{e.xMinimum() + e.width() / 2},{e.yMinimum()},{e.yMaximum()} [{layer.crs().authid()}]"
+    result = processing.run("landcover:segment", {
+        "INPUT": str(crops["rgb"]), "MODEL": UNTRAINED, "AREA": area, "OVERLAP": 16, "BATCH_SIZE": 2,
+        "BANDS": "1,2,3", "RESAMPLE": False, "OUTPUT": str(out / "classes.tif"),
+        "POLYGONS": str(out / "polygons.gpkg"),
+    })
+    return {"result": result, "layer": layer, "out": out}
+
+
+@pytest.mark.slow
+def test_segment_outputs(segmented) -> None:
+    result, layer, out = segmented["result"], segmented["layer"], segmented["out"]
+    assert result["OUTPUT"] == str(out / "classes.tif")
+    classes = QgsRasterLayer(result["OUTPUT"], "classes")
+    assert classes.crs() == layer.crs()
+    assert (classes.width(), classes.height()) == (160, 320)
+    assert classes.extent().xMinimum() == pytest.approx(layer.extent().xMinimum())
+    areas = json.loads(Path(result["AREAS"]).read_text())
+    assert areas["valid_pixels"] == 160 * 320
+    polygons = QgsVectorLayer(result["POLYGONS"], "polygons", "ogr")
+    assert polygons.isValid() and polygons.featureCount() > 0
+    assert {"class_id", "class_name", "area_m2"} <= set(polygons.fields().names())
+
+
+@pytest.mark.slow
+def test_vectorize(segmented, tmp_path: Path) -> None:
+    import processing
+
+    raster = segmented["result"]["OUTPUT"]
+    result = processing.run("landcover:vectorize", {"INPUT": raster, "BAND": 1, "OUTPUT": str(tmp_path / "v.gpkg")})
+    layer = QgsVectorLayer(result["OUTPUT"], "v", "ogr")
+    assert layer.isValid() and layer.featureCount() > 0
+    areas = json.loads(Path(segmented["result"]["AREAS"]).read_text())
+    by_class: dict[str, float] = {}
+    for f in layer.getFeatures():
+        by_class[f["class_name"]] = by_class.get(f["class_name"], 0.0) + f["area_m2"]
+    expected = {c["name"]: c["area_m2"] for c in areas["classes"] if c["pixels"]}
+    assert by_class == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_vectorize_styles_the_loaded_layer(segmented, qgis_iface, qgis_new_project) -> None:
+    import processing
+
+    result = processing.runAndLoadResults("landcover:vectorize", {
+        "INPUT": segmented["result"]["OUTPUT"], "OUTPUT": "TEMPORARY_OUTPUT"})
+    layer = QgsProject.instance().mapLayer(result["OUTPUT"])
+    assert isinstance(layer, QgsVectorLayer)
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsCategorizedSymbolRenderer)
+    assert [c.label() for c in renderer.categories()] == ["background", "building", "woodland", "water", "road"]
+
+
+def test_vectorize_handles_nodata(provider, tmp_path: Path) -> None:
+    import numpy as np
+    import processing
+
+    path = tmp_path / "c.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), 4, 4, 1, gdal.GDT_Byte)
+    ds.SetGeoTransform([500000, 1, 0, 100, 0, -1])
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds.SetProjection(srs.ExportToWkt())
+    band = ds.GetRasterBand(1)
+    band.SetNoDataValue(255)
+    band.WriteArray(np.array([[1, 1, 2, 2], [1, 1, 2, 2], [255, 255, 3, 3], [255, 255, 3, 3]], dtype=np.uint8))
+    ds = None
+    result = processing.run("landcover:vectorize", {"INPUT": str(path), "OUTPUT": "TEMPORARY_OUTPUT"})
+    layer = result["OUTPUT"]
+    if isinstance(layer, str):
+        layer = QgsVectorLayer(layer, "v", "ogr")
+    got = sorted((f["class_id"], f["class_name"], f["area_m2"]) for f in layer.getFeatures())
+    assert got == [(1, "building", 4.0), (2, "woodland", 4.0), (3, "water", 4.0)]
+
+
+def test_segment_parameter_errors(provider, crops, tmp_path: Path) -> None:
+    import processing
+
+    with pytest.raises(QgsProcessingException, match="does not exist"):
+        processing.run("landcover:segment", {"INPUT": str(crops["rgb"]), "MODEL": str(tmp_path / "nope.json"),
+                                             "OUTPUT": str(tmp_path / "o.tif")})
+    with pytest.raises(QgsProcessingException, match="has 1 band"):
+        processing.run("landcover:segment", {"INPUT": str(crops["gray"]), "MODEL": UNTRAINED,
+                                             "OUTPUT": str(tmp_path / "o.tif")})
+    with pytest.raises(QgsProcessingException, match="bands"):
+        processing.run("landcover:segment", {"INPUT": str(crops["rgb"]), "MODEL": UNTRAINED, "BANDS": "1,x",
+                                             "OUTPUT": str(tmp_path / "o.tif")})
+    assert not (tmp_path / "o.tif").exists()
