@@ -272,6 +272,10 @@ def execute(plan: Plan, progress: ProgressFn = lambda p, m: None, is_canceled: C
         # The exported input is never needed afterwards; temporary outputs live in workdir too, so keep those.
         (plan.workdir / "input.tif").unlink(missing_ok=True)
         (plan.workdir / "input.tif.aux.xml").unlink(missing_ok=True)
+        try:
+            plan.workdir.rmdir()  # only succeeds when no temporary output lives there
+        except OSError:
+            pass
 
 
 def _nodata_of(path: Path) -> float:
