@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("--workdir", default=None, help="override the config's workdir")
     p.add_argument("--resume", action="store_true", help="skip data steps and continue training from the checkpoint")
+    p.add_argument("--from", dest="start", default=None,
+                   help="first step to run (default: the first; 'evaluate' re-evaluates and re-exports a finished run)")
     p.add_argument("--until", default="export", help="last step to run (synthetic, patch, filter, split, train, "
                    "evaluate, export)")
     return parser
@@ -169,11 +171,14 @@ def run_command(args: argparse.Namespace) -> int:
         from training.config import load_config
         from training.pipeline import STEPS, run_pipeline
 
-        if args.until not in STEPS:
-            raise TrainingError(f"--until must be one of {', '.join(STEPS)}, got {args.until!r}")
+        for flag, value in (("--from", args.start), ("--until", args.until)):
+            if value is not None and value not in STEPS:
+                raise TrainingError(f"{flag} must be one of {', '.join(STEPS)}, got {value!r}")
         overrides = list(args.set) + ([f"workdir={args.workdir}"] if args.workdir else [])
         config = load_config(args.config, overrides)
-        run_pipeline(config, resume=args.resume, say=lambda m: print(m, flush=True), until=args.until)
+        command = "python -m training run --config " + " ".join([str(args.config), *(f"--set {o}" for o in overrides)])
+        run_pipeline(config, resume=args.resume, say=lambda m: print(m, flush=True), until=args.until,
+                     start=args.start, command=command)
     return 0
 
 

@@ -58,6 +58,7 @@ class ExportConfig:
 
     out: str | None = None  # None: WORKDIR/bundle/landcover.json
     params: ExportParams = field(default_factory=ExportParams)
+    model_card: str | None = None  # also write a Markdown model card here
 
 
 @dataclass(frozen=True)

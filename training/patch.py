@@ -152,7 +152,8 @@ class PatchRecord:
 
     @property
     def foreground_share(self) -> float:
-        return 1.0 - self.pixels[0] / self.total if self.total else 0.0
+        # (total - background) / total, not 1 - share: 1 - 95/100 is 0.050000000000000044 > 0.05.
+        return (self.total - self.pixels[0]) / self.total if self.total else 0.0
 
 
 def read_index(patch_dir: Path) -> list[PatchRecord]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from training.config import PipelineConfig, to_dict
 from training.filter import write_text
@@ -18,16 +19,27 @@ STEPS = ("synthetic", "patch", "filter", "split", "train", "evaluate", "export")
 
 
 def run_pipeline(
-    config: PipelineConfig, resume: bool = False, say: Callable[[str], None] = print, until: str = "export"
+    config: PipelineConfig,
+    resume: bool = False,
+    say: Callable[[str], None] = print,
+    until: str = "export",
+    start: str | None = None,
+    command: str = "python -m training run --config CONFIG",
 ) -> dict:
-    """Run the steps up to ``until`` and return a small summary (paths, timings, headline metrics)."""
+    """Run the steps up to ``until`` and return a small summary (paths, timings, headline metrics).
+
+    ``start`` skips the steps before it (default: the first step, or ``train`` when resuming), e.g.
+    ``start="evaluate"`` re-evaluates and re-exports a finished run. ``command`` is how the run was
+    started, quoted in the model card.
+    """
     from training.evaluate import evaluate
     from training.export import export_bundle
     from training.filter import filter_patches, format_report
+    from training.model_card import write_model_card
     from training.patch import patch_dataset
     from training.split import split_patches
     from training.synthetic import generate_dataset
-    from training.train import train
+    from training.train import read_train_json, train
 
     work = config.work
     work.mkdir(parents=True, exist_ok=True)
@@ -38,26 +50,27 @@ def run_pipeline(
     patches, split_dir, model_dir, eval_dir = work / "patches", work / "split", work / "model", work / "eval"
     timings: dict[str, float] = {}
     summary: dict = {"workdir": str(work), "timings_s": timings}
+    first = STEPS.index(start or ("train" if resume else STEPS[0]))
     last = STEPS.index(until)
 
     def step(name: str) -> bool:
-        return STEPS.index(name) <= last
+        return first <= STEPS.index(name) <= last
 
     t = time.monotonic()
-    if config.data.synthetic is not None and step("synthetic") and not resume:
+    if config.data.synthetic is not None and step("synthetic"):
         say(f"[synthetic] {config.data.synthetic.orthophotos} scene(s) of {config.data.synthetic.size} px -> "
             f"{config.data_dir}")
         generate_dataset(config.data_dir, config.data.synthetic)
         timings["synthetic"] = round(time.monotonic() - t, 1)
-    if step("patch") and not resume:
+    if step("patch"):
         t = time.monotonic()
         s = patch_dataset(config.data_dir, patches, config.patch)
         say(f"[patch] {s.patches} patches of {config.patch.size} px from {s.orthophotos} orthophoto(s) -> {patches}")
         timings["patch"] = round(time.monotonic() - t, 1)
-    if step("filter") and not resume:
+    if step("filter"):
         report = filter_patches(patches, config.filter)
         say("[filter] " + format_report(report).replace("\n", "\n         "))
-    if step("split") and not resume:
+    if step("split"):
         info = split_patches(patches, config.split, split_dir)
         say(f"[split] {info['params']['mode']}: " + ", ".join(f"{k} {v}" for k, v in info["counts"].items()))
     if step("train"):
@@ -79,8 +92,13 @@ def run_pipeline(
                 summary[f"{scope}_miou"] = report[scope]["miou"]
         timings["evaluate"] = round(time.monotonic() - t, 1)
     if step("export"):
+        if report is None and (eval_dir / "report.json").is_file():
+            report = json.loads((eval_dir / "report.json").read_text())
         out = export_bundle(model_dir, config.bundle_json, config.export.params, report=report, config=resolved)
         say(f"[export] bundle {out}")
         summary["bundle"] = str(out)
+        if config.export.model_card:
+            card = write_model_card(Path(config.export.model_card), out, report, read_train_json(model_dir), command)
+            say(f"[export] model card {card}")
     write_text(work / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -256,8 +256,10 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
     water_target = _jittered(rng, shares.water, jitter)
     water = np.zeros((h, w), bool)
     if water_target > 0 and rng.random() < 0.5:
-        river_half = rng.uniform(14, 48)
-        _paint_polyline(water, _wandering_line(rng, h, w, bend=rng.uniform(60, 300), n=24), river_half)
+        # A river may take at most 70 % of the water budget (a 1024 px scene cannot hold a wide one).
+        river_half = min(rng.uniform(14, 48), 0.7 * water_target * area / (2 * 1.2 * size))
+        if river_half >= 6:
+            _paint_polyline(water, _wandering_line(rng, h, w, bend=rng.uniform(60, 300), n=24), river_half)
     remaining = water_target - water.mean()
     if remaining > 0:
         lakes = fbm(rng, h, w, (size / 3, size / 8, 48.0))
@@ -279,6 +281,11 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
         if road.sum() >= road_target * area:
             break
         half = rng.uniform(7, 14)  # 3.5 .. 7 m wide at 0.25 m/px
+        # In a scene too small for one road at the target share, draw the road only with the probability
+        # that keeps the expected share on target (one road across 1024 px is already ~2 %).
+        expected = 2 * half * 1.1 * size
+        if not road.any() and expected > road_target * area and rng.random() > road_target * area / expected:
+            break
         line = _wandering_line(rng, h, w, bend=rng.uniform(0, 200))
         this = np.zeros((h, w), bool)
         dist = np.full((h, w), np.inf, np.float32)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training.config import apply_overrides, build_config, load_config, to_dict
+from training.errors import TrainingError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "smoke.yaml"])
+def test_shipped_configs_are_valid(name) -> None:
+    config = load_config(CONFIGS / name)
+    assert config.data.synthetic is not None and config.train.backbone == "resnet18"
+
+
+def test_default_config_exports_the_default_bundle() -> None:
+    config = load_config(CONFIGS / "default.yaml")
+    assert config.bundle_json == Path("backend/bundles/default/landcover.json")
+    assert config.export.params.tile_size == 256 and config.export.params.gsd_m == 0.25
+
+
+def test_overrides_are_parsed_as_yaml() -> None:
+    config = load_config(
+        CONFIGS / "smoke.yaml",
+        ["train.epochs=7", "train.augment.crop=32", "train.encoder_weights=null", "split.mode=random", "workdir=/x"],
+    )
+    assert config.train.epochs == 7 and config.train.augment.crop == 32 and config.train.encoder_weights is None
+    assert config.split.mode == "random" and config.work == Path("/x")
+
+
+def test_defaults_apply_and_round_trip() -> None:
+    config = build_config({})
+    assert config.train.batch_size == 16 and config.train.epochs == 20 and config.patch.size == 256
+    assert config.filter.threshold == 0.05 and config.split.mode == "grouped"
+    again = build_config(yaml.safe_load(yaml.safe_dump(to_dict(config))))
+    assert again == config
+
+
+def test_data_dir_without_synthetic() -> None:
+    config = build_config({"data": {"dir": "/data/landcover.ai"}})
+    assert config.data.synthetic is None and config.data_dir == Path("/data/landcover.ai")
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({"train": {"epoch": 3}}, "train.epoch"),
+        ({"trian": {}}, "trian"),
+        ({"train": {"augment": {"crop": 100}}}, "multiple of 32"),
+        ({"train": {"batch_size": 0}}, "batch_size"),
+        ({"patch": 5}, "mapping"),
+        ({"data": {"synthetic": None}}, "dir"),
+    ],
+)
+def test_bad_configs(data, match) -> None:
+    with pytest.raises(TrainingError, match=match):
+        build_config(data)
+
+
+def test_bad_override_syntax() -> None:
+    with pytest.raises(TrainingError, match="section.key=value"):
+        apply_overrides({}, ["train.epochs"])
+
+
+def test_missing_or_invalid_file(tmp_path) -> None:
+    with pytest.raises(TrainingError, match="does not exist"):
+        load_config(tmp_path / "none.yaml")
+    (tmp_path / "bad.yaml").write_text("train: [1, 2\n")
+    with pytest.raises(TrainingError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
