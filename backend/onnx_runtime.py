@@ -103,13 +103,16 @@ class OnnxRuntime:
     (``$LANDCOVER_THREADS`` overrides, e.g. to leave cores for QGIS), because one convolution at a time
     is split across all cores; inter-op threads = 1 and sequential execution, because a U-Net/FPN is
     one chain of large ops with nothing useful to run beside it (extra pools only oversubscribe the
-    cores); graph optimisation level "all" (constant folding, Conv+BatchNorm+ReLU fusion, blocked
-    memory layouts), done once when the session is created.
+    cores); worker threads sleep instead of spinning between ops, because each op takes milliseconds
+    (waking costs nothing measurable) while spinning threads steal the cores from QGIS, GDAL decoding
+    and any other process, and a parallel op stalls whenever one of its spinning threads is descheduled
+    (measured 1.3-2x slower on a shared 2-core machine); graph optimisation level "all" (constant
+    folding, Conv+BatchNorm+ReLU fusion, AVX2/AVX-512 blocked layouts), done once at session creation.
     """
 
     name = "onnx"
 
-    def __init__(self, bundle: ModelBundle, threads: int | None = None) -> None:
+    def __init__(self, bundle: ModelBundle, threads: int | None = None, spinning: bool = False) -> None:
         ort = import_onnxruntime()
         path = verified_onnx_path(bundle)
         assert bundle.onnx is not None
@@ -117,6 +120,7 @@ class OnnxRuntime:
         options.intra_op_num_threads = threads or inference_threads()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         try:
