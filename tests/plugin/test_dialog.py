@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import UNTRAINED, add_raster, wait_for_task
 from osgeo import gdal
 from qgis.core import (
     Qgis,
@@ -28,6 +27,7 @@ from landcover_plugin import export, job
 from landcover_plugin.dialog import LandcoverDialog
 from landcover_plugin.models import LANDCOVER_CLASSES
 from landcover_plugin.results import GROUP_NAME
+from tests.plugin.helpers import UNTRAINED, add_raster, wait_for_task
 
 pytestmark = pytest.mark.usefixtures("clean_settings")
 
@@ -87,9 +87,8 @@ def test_layer_without_crs(qgis_iface, project, tmp_path: Path) -> None:
 
 
 def test_missing_model(qgis_iface, project, crops, tmp_path: Path) -> None:
-    from test_models import write_bundle
-
     from landcover_plugin.errors import LandcoverPluginError
+    from tests.plugin.test_models import write_bundle
 
     dlg = make_dialog(qgis_iface, add_raster(crops["rgb"]))
     with pytest.raises(LandcoverPluginError, match="does not exist"):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO
 from qgis.core import QgsApplication
 from qgis.PyQt.QtWidgets import QAction
 
 import landcover_plugin
+from tests.plugin.helpers import REPO
 
 
 def test_load_and_unload(qgis_iface, qgis_processing) -> None:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import UNTRAINED
 from osgeo import gdal, osr
 from qgis.core import (
     QgsApplication,
@@ -18,6 +17,7 @@ from qgis.core import (
 )
 
 from landcover_plugin.processing_provider.provider import LandcoverProvider
+from tests.plugin.helpers import UNTRAINED
 
 
 @pytest.fixture(scope="module")
