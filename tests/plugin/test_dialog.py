@@ -280,3 +280,47 @@ def test_cancel_leaves_no_layer_and_no_file(qgis_iface, project, real_dir, tmp_p
     assert result_layers(project) == []
     assert list(out_dir.iterdir()) == []
     assert any("cancelled" in m for m in qgis_iface.messageBar().get_messages(Qgis.Info))
+
+
+@pytest.fixture
+def xyz_layer(crops, tmp_path: Path) -> QgsRasterLayer:
+    """A local XYZ tile service (the wms provider, ARGB data, no native grid) made from the RGB crop."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("gdal2tiles.py") or shutil.which("gdal2tiles")
+    if tool is None:
+        pytest.skip("gdal2tiles is not installed (Debian package gdal-bin / python3-gdal)")
+    tiles = tmp_path / "tiles"
+    subprocess.run([tool, "--xyz", "-q", "-z", "19-21", "-w", "none", str(crops["rgb"]), str(tiles)], check=True)
+    url = f"file://{tiles}/%7Bz%7D/%7Bx%7D/%7By%7D.png"
+    layer = QgsRasterLayer(f"type=xyz&url={url}&zmin=19&zmax=21", "tiles", "wms")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def test_web_service_needs_an_area(qgis_iface, project, xyz_layer) -> None:
+    dlg = make_dialog(qgis_iface, xyz_layer)
+    assert dlg.run() is None
+    assert "web service" in dlg.last_error and "map extent" in dlg.last_error
+
+
+@pytest.mark.slow
+def test_xyz_service_is_exported_at_model_resolution(qgis_iface, project, crops, xyz_layer) -> None:
+    from qgis.core import QgsCoordinateTransform
+
+    source = QgsRasterLayer(str(crops["rgb"]), "rgb")
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(xyz_layer.crs())
+    to_web = QgsCoordinateTransform(source.crs(), xyz_layer.crs(), QgsProject.instance())
+    canvas.setExtent(to_web.transformBoundingBox(source.extent()))
+    dlg = make_dialog(qgis_iface, xyz_layer)
+    dlg.area_extent.setChecked(True)
+    task = run_dialog(dlg)
+    spec = task.plan.export_spec
+    assert spec is not None and spec.renderer is not None and task.plan.bands == [1, 2, 3]
+    (classes,) = [lyr for lyr in result_layers(project) if isinstance(lyr, QgsRasterLayer)]
+    assert classes.crs() == xyz_layer.crs()
+    assert classes.rasterUnitsPerPixelX() == pytest.approx(0.25, rel=0.01)  # the model's resolution
+    assert_class_style(classes)
