@@ -119,6 +119,7 @@ def export_onnx(
                 f"{str(exc)[:200]}); use --runtime tensorflow for this model"
             ) from exc
     _name_batch_dimension(proto)
+    _use_asymmetric_nearest_resize(proto)
     n16, n32 = _store_weights(proto, onnx, weights_dtype)
     proto.producer_name = "landcover backend (tf2onnx)"
     _set_metadata(proto, {"landcover_bundle": bundle.name, "landcover_layout": "NCHW" if deepness else "NHWC"})
@@ -231,6 +232,37 @@ def _name_batch_dimension(proto: Any) -> None:
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = "batch"
+
+
+def _use_asymmetric_nearest_resize(proto: Any) -> int:
+    """Rewrite tf2onnx's nearest-neighbour upsampling to the equivalent form ONNX Runtime runs fastest.
+
+    Keras ``UpSampling2D`` becomes Resize(nearest, floor, ``tf_half_pixel_for_nn``). For integer scale
+    factors s, floor((x + 0.5) / s) == floor(x / s), so ``asymmetric`` gives bit-identical output; but
+    ONNX Runtime only keeps ``asymmetric`` resizes in its blocked (NCHWc) layout, and otherwise converts
+    every decoder stage out of and back into that layout (measured ~20 % of a U-Net's time). The old
+    mode is also deprecated and makes ONNX Runtime print a warning per node. Returns the nodes changed.
+    """
+    from onnx import numpy_helper
+
+    constants = {init.name: init for init in proto.graph.initializer}
+    changed = 0
+    for node in proto.graph.node:
+        if node.op_type != "Resize" or len(node.input) < 3 or node.input[2] not in constants:
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        if (
+            attrs.get("mode") is None or attrs["mode"].s != b"nearest"
+            or attrs.get("nearest_mode") is None or attrs["nearest_mode"].s != b"floor"
+            or attrs.get("coordinate_transformation_mode") is None
+            or attrs["coordinate_transformation_mode"].s != b"tf_half_pixel_for_nn"
+        ):
+            continue
+        scales = numpy_helper.to_array(constants[node.input[2]])
+        if scales.size and np.all(scales >= 1) and np.all(scales == np.round(scales)):
+            attrs["coordinate_transformation_mode"].s = b"asymmetric"
+            changed += 1
+    return changed
 
 
 def _store_weights(proto: Any, onnx: Any, weights_dtype: str) -> tuple[int, int]:

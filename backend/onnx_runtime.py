@@ -29,7 +29,7 @@ def import_onnxruntime() -> ModuleType:
         import onnxruntime as ort
     except ImportError as exc:
         raise LandcoverError(f"onnxruntime is not installed ({exc}); {_INSTALL_HINT}") from exc
-    # tf2onnx writes a Resize attribute ORT warns about on every session; the output is correct.
+    # ORT logs warnings about harmless details of converted graphs on every session; errors still raise.
     ort.set_default_logger_severity(3)
     return ort
 

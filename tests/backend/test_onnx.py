@@ -84,6 +84,18 @@ def test_export_records_the_onnx_file_in_the_bundle(exported):
 
 
 @pytest.mark.slow
+def test_export_uses_the_fast_equivalent_upsampling(exported):
+    import onnx
+
+    model = onnx.load(str(load_bundle(exported[0]).onnx.file))
+    resizes = [n for n in model.graph.node if n.op_type == "Resize"]
+    assert len(resizes) == 5  # U-Net decoder stages
+    for node in resizes:
+        attrs = {a.name: a.s for a in node.attribute if a.type == onnx.AttributeProto.STRING}
+        assert attrs["coordinate_transformation_mode"] == b"asymmetric" and attrs["nearest_mode"] == b"floor"
+
+
+@pytest.mark.slow
 def test_onnx_matches_tensorflow_on_tiles(exported):
     from backend.runtime import TensorFlowRuntime, make_runtime
 
