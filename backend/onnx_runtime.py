@@ -72,6 +72,9 @@ def inference_threads() -> int:
 def verified_onnx_path(bundle: ModelBundle) -> Path:
     """The bundle's ONNX file after checking it exists and matches the checksums in the bundle JSON."""
     fix = f"re-export it with 'python -m backend export-onnx {_model_arg(bundle)}' or use --runtime tensorflow"
+    if bundle.onnx is None and bundle.is_untrained:
+        raise LandcoverError(f"model {bundle.name!r} is untrained (random weights) and has no ONNX export; "
+                             "use --runtime tensorflow or auto")
     if bundle.onnx is None:
         raise LandcoverError(f"model {bundle.name!r} has no ONNX export; create it with "
                              f"'python -m backend export-onnx {_model_arg(bundle)}' or use --runtime tensorflow")

@@ -276,8 +276,12 @@ def test_runtime_onnx_without_an_export_is_a_clear_error():
     from backend.runtime import RUNTIMES, make_runtime
 
     assert RUNTIMES == ("auto", "onnx", "tensorflow")
-    with pytest.raises(LandcoverError, match="has no ONNX export.*export-onnx"):
-        make_runtime(untrained_bundle("untrained:Unet:resnet18"), "onnx")
+    untrained = untrained_bundle("untrained:Unet:resnet18")
+    with pytest.raises(LandcoverError, match="untrained .* has no ONNX export; use --runtime tensorflow"):
+        make_runtime(untrained, "onnx")
+    saved = replace(untrained, weights=Path("w.weights.h5"), source=Path("/models/m.json"))
+    with pytest.raises(LandcoverError, match="has no ONNX export; create it with 'python -m backend export-onnx"):
+        make_runtime(saved, "onnx")
 
 
 def test_exporting_an_untrained_model_is_refused():
