@@ -17,9 +17,11 @@ from qgis.core import (
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
     QgsFeatureRequest,
+    QgsFeedback,
     QgsGeometry,
     QgsProject,
     QgsProviderRegistry,
+    QgsRasterBlockFeedback,
     QgsRasterDataProvider,
     QgsRasterFileWriter,
     QgsRasterLayer,
@@ -32,6 +34,7 @@ from qgis.core import (
 )
 
 from .errors import LandcoverPluginError
+from .runner import WorkerCanceled
 
 #: Pixel sizes within this factor of the model's count as "close enough" (no resampling needed).
 GSD_TOLERANCE = 1.5
@@ -228,12 +231,19 @@ def export_spec(layer: QgsRasterLayer, rect: QgsRectangle, pixel_size: float | N
                       QgsProject.instance().transformContext())
 
 
-def run_export(spec: ExportSpec, out_path: Path, feedback=None) -> Path:
-    """Write the planned raster to a GeoTIFF (safe in a background thread).
+def run_export(spec: ExportSpec, out_path: Path, feedback: QgsFeedback | None = None) -> Path:
+    """Write the planned raster to a GeoTIFF (safe in a background thread); ``feedback`` can cancel it.
 
     Raises:
+        WorkerCanceled: ``feedback`` was cancelled.
         LandcoverPluginError: QGIS could not write it.
     """
+    # The writer wants a QgsRasterBlockFeedback; Processing and tasks hand us a plain QgsFeedback.
+    block_feedback = QgsRasterBlockFeedback()
+    if feedback is not None:
+        if feedback.isCanceled():
+            block_feedback.cancel()
+        feedback.canceled.connect(block_feedback.cancel)
     pipe = QgsRasterPipe()
     if not pipe.set(spec.provider):
         raise LandcoverPluginError("QGIS cannot read this layer for export; save it as a GeoTIFF and use that")
@@ -242,7 +252,11 @@ def run_export(spec: ExportSpec, out_path: Path, feedback=None) -> Path:
     writer = QgsRasterFileWriter(str(out_path))
     writer.setOutputFormat("GTiff")
     writer.setCreateOptions(["COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER"])
-    err = writer.writeRaster(pipe, spec.width, spec.height, spec.extent, spec.crs, spec.transform_context, feedback)
+    err = writer.writeRaster(pipe, spec.width, spec.height, spec.extent, spec.crs, spec.transform_context,
+                             block_feedback)
+    if err == QgsRasterFileWriter.WriteCanceled or block_feedback.isCanceled():
+        Path(out_path).unlink(missing_ok=True)
+        raise WorkerCanceled("cancelled during export")
     if err != QgsRasterFileWriter.NoError:
         raise LandcoverPluginError(f"exporting the layer to {out_path} failed (QGIS writer error {int(err)}); "
                                    "check free disk space or save the layer as a GeoTIFF first")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 
-from qgis.core import Qgis, QgsMessageLog, QgsTask
+from qgis.core import Qgis, QgsFeedback, QgsMessageLog, QgsTask
 
 from .. import job, runner
 from ..errors import LandcoverPluginError
@@ -28,6 +28,11 @@ class SegmentTask(QgsTask):
         self.details: str = ""
         self.canceled = False
         self.stage = ""
+        self.feedback = QgsFeedback()  # lets Cancel interrupt a long export, not only the worker
+
+    def cancel(self) -> None:
+        self.feedback.cancel()
+        super().cancel()
 
     def run(self) -> bool:  # background thread: no GUI calls here
         def progress(percent: float, message: str) -> None:
@@ -37,7 +42,7 @@ class SegmentTask(QgsTask):
                 self.stage = message
 
         try:
-            self.outcome = job.execute(self.plan, progress, self.isCanceled)
+            self.outcome = job.execute(self.plan, progress, self.isCanceled, self.feedback)
             return True
         except runner.WorkerCanceled:
             self.canceled = True

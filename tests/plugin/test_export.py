@@ -121,3 +121,16 @@ def test_huge_exports_are_refused(crops: dict[str, Path]) -> None:
     layer = _layer(crops["rgb"])
     with pytest.raises(LandcoverPluginError, match="smaller"):
         export.export_spec(layer, layer.extent(), pixel_size=layer.extent().width() / 100_000)
+
+
+def test_cancelled_export_leaves_no_file(crops: dict[str, Path], tmp_path: Path) -> None:
+    from qgis.core import QgsFeedback
+
+    from landcover_plugin.runner import WorkerCanceled
+
+    layer = _layer(crops["rgb"])
+    feedback = QgsFeedback()
+    feedback.cancel()
+    with pytest.raises(WorkerCanceled):
+        export.run_export(export.export_spec(layer, layer.extent(), None), tmp_path / "out.tif", feedback)
+    assert not (tmp_path / "out.tif").exists()

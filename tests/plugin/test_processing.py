@@ -37,11 +37,13 @@ def segmented(provider, crops, tmp_path_factory) -> dict:
     import processing
 
     out = tmp_path_factory.mktemp("proc")
+    vrt = out / "rgb.vrt"  # not a plain file: exercises the export path inside Processing
+    gdal.BuildVRT(str(vrt), [str(crops["rgb"])]).FlushCache()
     layer = QgsRasterLayer(str(crops["rgb"]), "rgb")
     e = layer.extent()
     area = f"{e.xMinimum()},{e.xMinimum() + e.width() / 2},{e.yMinimum()},{e.yMaximum()} [{layer.crs().authid()}]"
     result = processing.run("landcover:segment", {
-        "INPUT": str(crops["rgb"]), "MODEL": UNTRAINED, "AREA": area, "OVERLAP": 16, "BATCH_SIZE": 2,
+        "INPUT": str(vrt), "MODEL": UNTRAINED, "AREA": area, "OVERLAP": 16, "BATCH_SIZE": 2,
         "BANDS": "1,2,3", "RESAMPLE": False, "OUTPUT": str(out / "classes.tif"),
         "POLYGONS": str(out / "polygons.gpkg"),
     })
