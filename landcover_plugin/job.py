@@ -156,17 +156,6 @@ def prepare(request: SegmentRequest) -> Plan:
     assert layer is not None
     python = runner.find_python(request.python)
     env = runner.worker_env(python)
-    workdir = Path(tempfile.mkdtemp(prefix="landcover_"))
-    stem = _safe_name(request.model.name)
-    output = Path(request.output).expanduser() if request.output else workdir / f"{stem}.tif"
-    confidence = None
-    if request.confidence:
-        confidence = (workdir / f"{stem}_confidence.tif" if request.confidence == "TEMP"
-                      else Path(request.confidence).expanduser())
-    polygons = None
-    if request.polygons:
-        polygons = workdir / f"{stem}_polygons.gpkg" if request.polygons == "TEMP" else Path(request.polygons)
-
     rect = export.clip_to_layer(layer, request.area)
     file_path = export.layer_file_path(layer)
     gsd = export.layer_gsd_m(layer)
@@ -181,6 +170,19 @@ def prepare(request: SegmentRequest) -> Plan:
         if request.model.gsd_m and (resample or not export.has_native_pixels(layer)):
             pixel_size = request.model.gsd_m / export.metres_per_unit(layer.crs(), rect)
         spec = export.export_spec(layer, rect, pixel_size)
+
+    # Created last so a refused request leaves nothing behind; removed after the run unless it holds outputs.
+    workdir = Path(tempfile.mkdtemp(prefix="landcover_"))
+    stem = _safe_name(request.model.name)
+    output = Path(request.output).expanduser() if request.output else workdir / f"{stem}.tif"
+    confidence = None
+    if request.confidence:
+        confidence = (workdir / f"{stem}_confidence.tif" if request.confidence == "TEMP"
+                      else Path(request.confidence).expanduser())
+    polygons = None
+    if request.polygons:
+        polygons = (workdir / f"{stem}_polygons.gpkg" if request.polygons == "TEMP"
+                    else Path(request.polygons).expanduser())
     bands = request.bands
     if bands is None and spec is not None and spec.renderer is not None:
         bands = [1, 2, 3]  # rendered services export as RGBA
