@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dpi", type=int, default=110)
     args = parser.parse_args(argv)
 
+    import os
+
+    os.environ.setdefault("GDAL_PAM_ENABLED", "NO")  # do not leave .aux.xml statistics beside the demo image
     from qgis.core import QgsApplication
 
     app = QgsApplication([], False)
