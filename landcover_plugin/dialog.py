@@ -100,6 +100,9 @@ class LandcoverDialog(QDialog):
         self.bands_edit = QLineEdit()
         self.bands_edit.setPlaceholderText("default: the first bands (alpha skipped), e.g. 1,2,3")
         form.addRow("Bands", self.bands_edit)
+        self.layer_label = QLabel()
+        self.layer_label.setWordWrap(True)
+        form.addRow("", self.layer_label)
         layout.addWidget(box)
 
         box = QGroupBox("Model")
@@ -168,11 +171,38 @@ class LandcoverDialog(QDialog):
         form.addRow("", self.add_to_map)
         layout.addWidget(box)
 
+        # Only the inputs that matter for the current choices are editable.
+        self.area_polygons.toggled.connect(self._update_enabled)
+        self.confidence_check.toggled.connect(self._update_enabled)
+        self.polygons_check.toggled.connect(self._update_enabled)
+        self.layer_combo.layerChanged.connect(self._update_layer_info)
+        self._update_enabled()
+
         self.buttons = QDialogButtonBox(QDialogButtonBox.Close)
         self.run_button = self.buttons.addButton("Run", QDialogButtonBox.AcceptRole)
         self.buttons.accepted.connect(self.run)
         self.buttons.rejected.connect(self.reject)
         layout.addWidget(self.buttons)
+
+    def _update_enabled(self) -> None:
+        polygons = self.area_polygons.isChecked()
+        self.polygon_combo.setEnabled(polygons)
+        self.selected_only.setEnabled(polygons)
+        self.confidence_widget.setEnabled(self.confidence_check.isChecked())
+        self.polygons_widget.setEnabled(self.polygons_check.isChecked())
+
+    def _update_layer_info(self) -> None:
+        """Show the layer's bands and pixel size next to what the model expects."""
+        layer = self.layer_combo.currentLayer()
+        model = self.current_model() if hasattr(self, "_models") else None
+        if layer is None:
+            self.layer_label.setText("")
+            return
+        gsd = export.layer_gsd_m(layer)
+        text = f"{layer.bandCount()} band(s), " + (f"{gsd:.3g} m/pixel" if gsd else "no fixed resolution (service)")
+        if model is not None and export.gsd_is_far(gsd, model.gsd_m):
+            text += f" — the model expects {model.gsd_m:g} m: tick Resample for better results"
+        self.layer_label.setText(text)
 
     @staticmethod
     def _save_widget(file_filter: str, placeholder: str) -> QgsFileWidget:
@@ -247,6 +277,7 @@ class LandcoverDialog(QDialog):
             self.model_label.setText("No model: train one with 'make train' or Browse… for a bundle .json")
             return
         self.model_label.setText(info.describe())
+        self._update_layer_info()
         self.overlap_spin.setMaximum(max(0, info.tile_size // 2))
         self.overlap_spin.setValue(info.overlap)
         self.batch_spin.setValue(info.default_batch_size)
@@ -331,7 +362,9 @@ class LandcoverDialog(QDialog):
         task = SegmentTask(plan, done)
         self.tasks.append(task)  # a QgsTask without a Python reference is garbage-collected mid-run
         QgsApplication.taskManager().addTask(task)
-        self.bar.pushMessage("Landcover", "running in the background (see the task bar)", level=Qgis.Info, duration=3)
+        self.iface.messageBar().pushMessage("Landcover", f"segmenting {plan.layer_name} in the background (see the "
+                                            "task bar; cancel there)", level=Qgis.Info, duration=5)
+        self.hide()  # the task runs on; QGIS stays usable
         return task
 
     # ----------------------------------------------------------- settings

@@ -106,6 +106,7 @@ def test_missing_model(qgis_iface, project, crops, tmp_path: Path) -> None:
 def test_gsd_question_can_cancel_or_resample(qgis_iface, project, crops) -> None:
     layer = add_raster(crops["rgb"])  # 0.1 m pixels, model expects 0.25 m
     dlg = make_dialog(qgis_iface, layer, resample=None)
+    assert "0.1 m/pixel" in dlg.layer_label.text() and "tick Resample" in dlg.layer_label.text()
     asked: list[str] = []
     dlg.confirm = lambda message: asked.append(message)  # returns None: cancel
     assert dlg.run() is None and dlg.last_error is None

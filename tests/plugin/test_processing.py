@@ -129,3 +129,23 @@ def test_segment_parameter_errors(provider, crops, tmp_path: Path) -> None:
         processing.run("landcover:segment", {"INPUT": str(crops["rgb"]), "MODEL": UNTRAINED, "BANDS": "1,x",
                                              "OUTPUT": str(tmp_path / "o.tif")})
     assert not (tmp_path / "o.tif").exists()
+
+
+@pytest.mark.slow
+def test_segment_result_is_styled_and_named_when_loaded(provider, crops, qgis_iface, qgis_new_project) -> None:
+    import processing
+
+    layer = QgsRasterLayer(str(crops["rgb"]), "rgb")
+    e = layer.extent()
+    area = f"{e.xMinimum()},{e.xMinimum() + e.width() / 4},{e.yMinimum()},{e.yMinimum() + e.height() / 4}"
+    result = processing.runAndLoadResults("landcover:segment", {
+        "INPUT": str(crops["rgb"]), "MODEL": UNTRAINED, "AREA": f"{area} [{layer.crs().authid()}]",
+        "OUTPUT": "TEMPORARY_OUTPUT"})
+    loaded = QgsProject.instance().mapLayer(result["OUTPUT"])
+    if loaded is None:
+        loaded = next(lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.source() == result["OUTPUT"])
+    from qgis.core import QgsPalettedRasterRenderer
+
+    assert loaded.name() == "untrained-unet-resnet18"
+    assert isinstance(loaded.renderer(), QgsPalettedRasterRenderer)
+    assert [c.label for c in loaded.renderer().classes()] == ["background", "building", "woodland", "water", "road"]
