@@ -70,9 +70,10 @@ def find_python(setting: str | None = None, env: dict[str, str] | None = None, p
                     "fix it in the Landcover dialog's 'Worker Python' field or unset it"
                 )
             return str(path)
-    venv = plugin_dir.parent / ".venv" / "bin" / "python"
-    if venv.is_file():
-        return str(venv)
+    venv_dir = plugin_dir.parent / ".venv"
+    for venv in (venv_dir / "bin" / "python", venv_dir / "Scripts" / "python.exe"):
+        if venv.is_file():
+            return str(venv)
     raise LandcoverPluginError(
         "no Python with TensorFlow is configured for the Landcover worker; run 'make setup' in the Landcover "
         f"source tree, or set {ENV_PYTHON} (or the dialog's 'Worker Python') to a Python that has the "
