@@ -149,3 +149,18 @@ def test_segment_result_is_styled_and_named_when_loaded(provider, crops, qgis_if
     assert loaded.name() == "untrained-unet-resnet18"
     assert isinstance(loaded.renderer(), QgsPalettedRasterRenderer)
     assert [c.label for c in loaded.renderer().classes()] == ["background", "building", "woodland", "water", "road"]
+
+
+@pytest.mark.slow
+def test_segment_cancel_via_feedback(provider, real_dir, tmp_path: Path) -> None:
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    feedback = QgsProcessingFeedback()
+    # Cancel as soon as tiles are being predicted (progress beyond the start-up share).
+    feedback.progressChanged.connect(lambda percent: feedback.cancel() if percent >= 3 else None)
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        processing.run("landcover:segment", {
+            "INPUT": str(real_dir / "riverfront_rgb_jpeg_epsg3395.tif"), "MODEL": UNTRAINED,
+            "OUTPUT": str(tmp_path / "classes.tif")}, feedback=feedback)
+    assert list(tmp_path.iterdir()) == []
