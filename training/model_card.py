@@ -24,14 +24,14 @@ def model_card(bundle_json: Path, report: dict[str, Any] | None, train_info: dic
         f" ({bundle.architecture} / {bundle.backbone}, {bundle.input_bands} bands, tile {bundle.tile_size} px,"
         f" {bundle.gsd_m} m/px, float16 weights).",
         "",
-        f"**Trained on {bundle.provenance.get('data', 'unknown data')}.** The scenes imitate LandCover.ai's classes "
-        "and class balance, but they are not real orthophotos: this model is for demos, tests and installation "
-        "checks, not for real maps. For real maps run the pipeline on LandCover.ai (see training/README.md).",
+        f"**Trained on {bundle.provenance.get('data', 'unknown data')}.** Synthetic scenes imitate LandCover.ai's "
+        "classes and class balance but are not real orthophotos: use this model for demos, tests and installation "
+        "checks only. For real maps run the pipeline on LandCover.ai (see training/README.md).",
         "",
         "## Training",
         "",
-        f"- Data: {train_info['data']['train']} train / {train_info['data']['val']} validation patches "
-        "(split grouped by source orthophoto).",
+        f"- Data: {_data_line(bundle.provenance.get('config') or {})}{train_info['data']['train']} train / "
+        f"{train_info['data']['val']} validation patches (split grouped by source orthophoto).",
         f"- {params.get('epochs')} epochs x {train_info.get('steps_per_epoch')} steps, batch {params.get('batch_size')}"
         f", Adam lr {params.get('learning_rate')}{' with cosine decay' if params.get('cosine_decay') else ''}, "
         "categorical focal + Jaccard loss, encoder weights: "
@@ -54,6 +54,19 @@ def model_card(bundle_json: Path, report: dict[str, Any] | None, train_info: dic
             if s:
                 lines += [f"## {titles[scope]}", "", f"Evaluated on {s['evaluated_on']}.", "", markdown_table(s), ""]
     return "\n".join(lines)
+
+
+def _data_line(config: dict[str, Any]) -> str:
+    """``48 synthetic orthophotos of 1024 px (seed 0), 256 px patches, ... ->`` from the resolved config."""
+    syn = (config.get("data") or {}).get("synthetic")
+    patch, filt = config.get("patch") or {}, config.get("filter") or {}
+    if not syn or not patch:
+        return ""
+    return (
+        f"{syn['orthophotos']} synthetic orthophotos of {syn['size']} px (seed {syn['seed']}), cut into "
+        f"{patch['size']} px patches, kept when over {filt.get('threshold', 0.05):.0%} non-background "
+        f"(plus {filt.get('keep_background', 0):.0%} of the rest) -> "
+    )
 
 
 def write_model_card(path: Path, bundle_json: Path, report: dict[str, Any] | None, train_info: dict[str, Any],

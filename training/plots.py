@@ -52,6 +52,7 @@ def plot_history(history_csv: Path, out_dir: Path) -> list[Path]:
             values = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
             ax.plot(epochs, values, marker="o", label=key)
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend()

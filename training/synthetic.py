@@ -3,7 +3,7 @@
 Each scene is painted in class priority order: fields (background), woodland, water, roads,
 buildings (with shadows, which stay background). Shares are steered to a target per class, with
 per-scene jitter, so a set of scenes averages roughly LandCover.ai's class balance. Everything is
-vectorised numpy; a 2048 x 2048 scene takes about a second.
+vectorised numpy; a 2048 x 2048 scene takes 2-3 s on one CPU core.
 
 Layout written (the LandCover.ai v1 layout): ``OUT/images/NAME.tif`` (RGB uint8) and
 ``OUT/masks/NAME.tif`` (uint8 class ids 0..4), EPSG:2180 at 0.25 m/px.

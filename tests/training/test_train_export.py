@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -24,10 +25,11 @@ def tiny_run(tmp_path_factory):
     """The smoke config, shrunk further, run through every step."""
     work = tmp_path_factory.mktemp("run")
     config = load_config(
-        "training/configs/smoke.yaml",
+        Path(__file__).resolve().parents[2] / "training" / "configs" / "smoke.yaml",
         [
             f"workdir={work}",
             "export.out=null",
+            f"export.model_card={work}/card.md",
             "data.synthetic.orthophotos=3",
             "data.synthetic.size=128",
             "split.train=0.4",
@@ -51,7 +53,8 @@ def test_training_writes_checkpoint_history_and_curves(tiny_run) -> None:
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert all(0.0 <= float(r["val_miou"]) <= 1.0 and np.isfinite(float(r["loss"])) for r in rows)
     state = json.loads((model / "state.json").read_text())
-    assert state["epoch"] == 2 and state["best_miou"] == max(float(r["val_miou"]) for r in rows)
+    best = max(float(r["val_miou"]) for r in rows)
+    assert state["epoch"] == 2 and state["best_miou"] == pytest.approx(best, abs=1e-6)
     assert summary["best_val_miou"] == state["best_miou"]
 
 
@@ -116,3 +119,13 @@ def test_evaluate_without_data_skips_orthophotos(tiny_run, tmp_path) -> None:
     report = evaluate(work / "model", work / "patches", work / "split", tmp_path, EvaluateParams(examples=0))
     assert "orthophotos" not in report and "no data folder" in report["orthophotos_skipped"]
     assert report["patches"]["pixels"] > 0
+
+
+def test_model_card_and_rerun_from_evaluate(tiny_run) -> None:
+    config, work, _ = tiny_run
+    card = (work / "card.md").read_text()
+    assert "# Model card: landcover-smoke-test" in card and "not for real maps" in card and "| building |" in card
+    history = (work / "model" / "history.csv").read_text()
+    summary = run_pipeline(config, start="evaluate", say=lambda _m: None)
+    assert (work / "model" / "history.csv").read_text() == history  # no retraining
+    assert "train" not in summary["timings_s"] and summary["orthophotos_miou"] is not None
