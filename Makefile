@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
-APT_PACKAGES := python3-venv python3-qgis qgis qgis-providers time
+APT_PACKAGES := python3-venv python3-qgis qgis qgis-providers gdal-bin time
 SHARED      ?= $(abspath ../shared)
 CONFIG      ?= training/configs/default.yaml
 DEMO_OUT    := out/demo
@@ -20,7 +20,7 @@ export LANDCOVER_SHARED ?= $(SHARED)
 export LANDCOVER_PYTHON ?= $(abspath $(PY))
 export PYTHONPATH := $(abspath .)
 
-.PHONY: help setup apt test test-fast lint bench demo train smoke package clean
+.PHONY: help setup apt test lint bench demo train smoke package screenshot clean
 
 help:
 	@echo "make demo     set up, then segment the bundled demo orthophoto with the default model into $(DEMO_OUT)/"
@@ -41,7 +41,7 @@ apt:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing; run 'sudo make setup' or: sudo apt-get install$$missing" >&2; exit 2; fi; \
 	  echo "installing Debian packages:$$missing"; \
-	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 $(STAMP): requirements.txt requirements-nodeps.txt
@@ -66,6 +66,7 @@ demo: setup
 	$(PY) -m backend segment $(DEMO_IMAGE) $(DEMO_OUT)/landcover.tif
 	@cp $(DEMO_OUT)/landcover.areas.csv $(DEMO_OUT)/areas.csv
 	$(PY) -m backend preview $(DEMO_IMAGE) $(DEMO_OUT)/landcover.tif $(DEMO_OUT)/preview.png
+	@$(PY) demo/score.py $(DEMO_OUT)/landcover.tif demo/truth.tif
 	@echo; echo "demo outputs in $(DEMO_OUT)/:"; ls -1 $(DEMO_OUT)/ | sed 's/^/  /'
 
 train: setup
@@ -76,6 +77,9 @@ smoke: setup
 
 package: setup
 	$(PY) scripts/package_plugin.py dist/landcover_plugin.zip
+
+screenshot: setup
+	$(PY) scripts/render_screenshot.py
 
 clean:
 	rm -rf out dist build .pytest_cache .ruff_cache

@@ -73,7 +73,7 @@ def render_preview(image: Path, classes: Path, output: Path, max_size: int = 102
         for c in class_list
     ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.07, 1, 0.96))
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(output)
     try:
