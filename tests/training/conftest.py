@@ -10,6 +10,8 @@ from rasterio.transform import from_origin
 
 from training.synthetic import SyntheticParams, generate_dataset, write_geotiff
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def write_pair(root: Path, name: str, image: np.ndarray, mask: np.ndarray) -> None:
     """Write one orthophoto + mask pair in the LandCover.ai layout."""
@@ -43,3 +45,30 @@ def coded_dir(tmp_path: Path) -> Path:
     for i, name in enumerate(("alpha", "beta")):
         write_pair(tmp_path / "data", name, *coded_pair(200, 300, seed=i))
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The smoke config, shrunk further, run through every step (TensorFlow imported lazily here)."""
+    from training.config import load_config
+    from training.pipeline import run_pipeline
+
+    work = tmp_path_factory.mktemp("run")
+    config = load_config(
+        REPO / "training" / "configs" / "smoke.yaml",
+        [
+            f"workdir={work}",
+            "export.out=null",
+            f"export.model_card={work}/card.md",
+            "data.synthetic.orthophotos=3",
+            "data.synthetic.size=128",
+            "split.train=0.4",
+            "split.val=0.3",
+            "split.eval=0.3",
+            "train.batch_size=2",
+            "train.steps_per_epoch=1",
+            "train.epochs=2",
+        ],
+    )
+    summary = run_pipeline(config, say=lambda _m: None)
+    return config, work, summary
