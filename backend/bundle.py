@@ -294,7 +294,11 @@ def bundle_from_dict(data: dict[str, Any], source: Path | None = None) -> ModelB
 
 
 def _onnx_from_dict(entry: Any, source: Path | None, where: str) -> OnnxExport | None:
-    """Parse the optional ``onnx`` entry; the file must exist (its checksum is checked when it is run)."""
+    """Parse the optional ``onnx`` entry.
+
+    The file is not required here: a bundle copied without it still runs on TensorFlow, and
+    ``--runtime onnx`` explains what is missing. Its checksum is checked when it is run.
+    """
     if entry is None:
         return None
     fix = "re-export it with 'python -m backend export-onnx MODEL' or delete the \"onnx\" entry from the JSON"
@@ -302,8 +306,6 @@ def _onnx_from_dict(entry: Any, source: Path | None, where: str) -> OnnxExport |
         raise LandcoverError(f"the \"onnx\" entry of the model bundle{where} needs \"file\" and \"sha256\"; {fix}")
     base = source.parent if source else Path.cwd()
     path = (base / str(entry["file"])).resolve()
-    if not path.is_file():
-        raise LandcoverError(f"ONNX file {path} named by the model bundle{where} is missing; {fix}")
     try:
         return OnnxExport(
             file=path,

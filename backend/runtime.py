@@ -59,13 +59,15 @@ def _set_tensorflow_threads(tf) -> None:
 def make_runtime(bundle: ModelBundle, kind: str = "auto") -> Runtime:
     """The runtime to use for ``bundle``.
 
-    ``auto`` picks ONNX Runtime (about 1.5-1.8x faster) when the bundle has an ONNX export and
-    onnxruntime imports, else TensorFlow; ``onnx`` insists on ONNX Runtime and explains what is missing.
+    ``auto`` picks ONNX Runtime when the bundle's ONNX file is there and onnxruntime imports, else
+    TensorFlow; ``onnx`` insists on ONNX Runtime and explains what is missing. A present but changed
+    ONNX file is an error either way (it no longer matches the bundle).
     """
     if kind not in RUNTIMES:
         raise LandcoverError(f"unknown runtime {kind!r}; use one of {', '.join(RUNTIMES)}")
     from backend.onnx_runtime import OnnxRuntime, onnxruntime_available
 
-    if kind == "onnx" or (kind == "auto" and bundle.onnx is not None and onnxruntime_available()):
+    has_onnx = bundle.onnx is not None and bundle.onnx.file.is_file()
+    if kind == "onnx" or (kind == "auto" and has_onnx and onnxruntime_available()):
         return OnnxRuntime(bundle)
     return TensorFlowRuntime(bundle)

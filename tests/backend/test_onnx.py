@@ -246,11 +246,18 @@ def test_stale_export_after_retraining_is_a_clear_error(exported, tmp_path):
 
 
 @pytest.mark.slow
-def test_missing_onnx_file_is_a_clear_error(exported, tmp_path):
+def test_missing_onnx_file(exported, tmp_path):
+    from backend.onnx_export import export_onnx
+    from backend.runtime import TensorFlowRuntime, make_runtime
+
     json_path = _copy_bundle(exported[0], tmp_path / "copy")
     json_path.with_suffix(".onnx").unlink()
-    with pytest.raises(LandcoverError, match="ONNX file .* is missing.*export-onnx"):
-        load_bundle(json_path)
+    bundle = load_bundle(json_path)  # still loads: TensorFlow can run it
+    with pytest.raises(LandcoverError, match="ONNX file .* is missing; re-export it with .*export-onnx"):
+        make_runtime(bundle, "onnx")
+    assert isinstance(make_runtime(bundle, "auto"), TensorFlowRuntime)
+    export_onnx(bundle, check_tiles=1)  # the advised fix works
+    assert make_runtime(load_bundle(json_path), "onnx").name == "onnx"
 
 
 @pytest.mark.slow
@@ -318,7 +325,6 @@ def test_onnx_entry_round_trips_through_the_json(tmp_path):
     ({"file": "m.onnx"}, "needs \"file\" and \"sha256\""),
     ({"file": "m.onnx", "sha256": "xyz"}, "not a 64-digit"),
     ({"file": "m.onnx", "sha256": "a" * 64, "layout": "NWHC"}, "layout"),
-    ({"file": "gone.onnx", "sha256": "a" * 64}, "is missing"),
     ("m.onnx", "needs \"file\""),
 ])
 def test_malformed_onnx_entry_is_a_clear_error(tmp_path, entry, message):
