@@ -314,6 +314,9 @@ def markdown(res: dict) -> str:
         "2 per multiply-add, shapes from ONNX shape inference at batch 1); achieved GFLOP/s = FLOPs per tile x tiles "
         "/ end-to-end seconds, so it includes reading, blending and writing.",
         "",
+        "A load average above the core count means other processes shared the CPU during the run: compare the "
+        "runtimes within one run (they alternate), not absolute figures across runs.",
+        "",
     ]
     return "\n".join(lines)
 
