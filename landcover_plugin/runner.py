@@ -106,8 +106,27 @@ def install_hint(python: str, plugin_dir: Path = PLUGIN_DIR) -> str:
     return f"{python} -m pip install tensorflow-cpu==2.21.0 tf-keras==2.21.0 segmentation-models==1.0.1 rasterio"
 
 
+# The worker needs numpy + rasterio and one runtime: ONNX Runtime (fast to import, runs bundles with an
+# ONNX export) or TensorFlow + segmentation-models (runs every bundle). ONNX Runtime is tried first so the
+# check costs a fraction of a second where it is installed, instead of TensorFlow's few seconds.
+_RUNTIME_PROBE = """
+import sys
+try:
+    import numpy, rasterio
+except ImportError as exc:
+    sys.exit(f"missing {exc.name}")
+try:
+    import onnxruntime
+except ImportError:
+    try:
+        import tensorflow, segmentation_models
+    except ImportError as exc:
+        sys.exit(f"neither onnxruntime nor TensorFlow/segmentation-models: {exc}")
+"""
+
+
 def check_runtime(python: str, env: dict[str, str] | None = None, plugin_dir: Path = PLUGIN_DIR) -> None:
-    """Make sure the worker Python can import its deep-learning runtime (cached per interpreter).
+    """Make sure the worker Python can import numpy, rasterio and a runtime (cached per interpreter).
 
     Raises:
         LandcoverPluginError: with the exact command that fixes it.
@@ -115,17 +134,16 @@ def check_runtime(python: str, env: dict[str, str] | None = None, plugin_dir: Pa
     if _RUNTIME_OK.get(python):
         return
     env = worker_env(python, env, plugin_dir) if env is None else env
-    code = "import tensorflow, segmentation_models"
     try:
         proc = subprocess.run(
-            [python, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False
+            [python, "-c", _RUNTIME_PROBE], env=env, capture_output=True, text=True, timeout=300, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LandcoverPluginError(f"could not start the worker Python {python} ({exc})") from exc
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
         raise LandcoverPluginError(
-            f"the worker Python {python} cannot import TensorFlow/segmentation-models ({last}); "
+            f"the worker Python {python} cannot import ONNX Runtime nor TensorFlow/segmentation-models ({last}); "
             f"install them with: {install_hint(python, plugin_dir)}  (or run 'make setup' in the source tree and "
             f"point {ENV_PYTHON} at .venv/bin/python)"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import textwrap
 import threading
@@ -151,5 +152,21 @@ def test_check_runtime_without_tensorflow_names_the_fix() -> None:
     with pytest.raises(LandcoverPluginError) as info:
         runner.check_runtime(python)
     message = str(info.value)
-    assert "cannot import TensorFlow" in message
+    assert "cannot import ONNX Runtime nor TensorFlow" in message
     assert f"{python} -m pip install -r " in message and "requirements.txt" in message
+
+
+def test_check_runtime_accepts_onnxruntime_without_tensorflow(tmp_path) -> None:
+    # A worker Python that has numpy, rasterio and onnxruntime but no TensorFlow can run ONNX bundles.
+    fake = tmp_path / "site"
+    for name in ("numpy", "rasterio", "onnxruntime"):
+        (fake / name).mkdir(parents=True)
+        (fake / name / "__init__.py").write_text("")
+    python = "/usr/bin/python3"
+    env = {"PYTHONPATH": str(fake), "PATH": "/usr/bin:/bin"}
+    runner._RUNTIME_OK.pop(python, None)
+    runner.check_runtime(python, env)  # no exception
+    runner._RUNTIME_OK.pop(python, None)
+    shutil.rmtree(fake / "onnxruntime")
+    with pytest.raises(LandcoverPluginError, match="neither onnxruntime nor TensorFlow"):
+        runner.check_runtime(python, env)
