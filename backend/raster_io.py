@@ -226,7 +226,7 @@ class RasterSource:
                 info_warnings.append(
                     f"pixel size {_fmt_m(size_m)} is {_fmt_ratio(ratio)} the model's {model_gsd_m:g} m: "
                     "objects will not look like they did in training and results will be poor; "
-                    "pass --resample to resample to the model's resolution"
+                    "resample to the model's resolution (--resample, or Resample in the QGIS dialog)"
                 )
         elif resample and src.crs is None:
             raise LandcoverError(f"--resample needs a CRS, and {self.path.name} has none; assign one in QGIS or GDAL")
