@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=int, default=256)
     p.add_argument("--gsd", type=float, default=0.25, help="metres per pixel the model was trained for")
     p.add_argument("--data-note", default=None, help="what the model was trained on (provenance 'data')")
+    p.add_argument("--onnx", action="store_true", help="also write the ONNX export (backend export-onnx)")
+    p.add_argument("--deepness", action="store_true", help="with --onnx: the Deepness plugin's layout")
 
     p = sub.add_parser("run", help="run every step from a YAML config")
     p.add_argument("--config", type=_p, required=True, help="e.g. training/configs/default.yaml")
@@ -164,7 +166,8 @@ def run_command(args: argparse.Namespace) -> int:
 
         report = _read_json(args.report) if args.report else None
         params = ExportParams(name=args.name, tile_size=args.tile_size, gsd_m=args.gsd,
-                              data=args.data_note or SYNTHETIC_DATA)
+                              data=args.data_note or SYNTHETIC_DATA, onnx=args.onnx or args.deepness,
+                              deepness=args.deepness)
         out = export_bundle(args.model, args.out, params, report=report)
         print(f"wrote bundle {out}")
     elif cmd == "run":

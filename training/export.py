@@ -1,4 +1,4 @@
-"""Export a trained model as a backend model bundle (JSON metadata + float16 weights).
+"""Export a trained model as a backend model bundle (JSON metadata + float16 weights, optionally ONNX).
 
 The JSON's ``provenance`` carries what the model was trained on, when, the training config and the
 evaluation metrics (``{"data", "trained", "config", "training", "metrics": {"miou", "per_class_iou",
@@ -28,6 +28,8 @@ class ExportParams:
     data: str = SYNTHETIC_DATA
     default_overlap: int | None = None
     default_batch_size: int = 8
+    onnx: bool = False  # also write the backend's ONNX export beside the weights (python -m backend export-onnx)
+    deepness: bool = False  # ONNX in the Deepness plugin's layout (NCHW + metadata)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -116,6 +118,12 @@ def export_bundle(
             default_overlap=params.default_overlap,
             default_batch_size=params.default_batch_size,
         )
-        return bundle.save(json_path)
+        bundle.save(json_path)
+        if params.onnx:
+            from backend.bundle import load_bundle
+            from backend.onnx_export import export_onnx
+
+            export_onnx(load_bundle(json_path), deepness=params.deepness)
+        return json_path
     except LandcoverError as exc:
         raise TrainingError(f"export failed: {exc}") from exc

@@ -37,3 +37,13 @@ def test_export_round_trips_through_the_backend(tiny_run, tmp_path) -> None:
     np.testing.assert_allclose(exported.predict_on_batch(x), original.predict_on_batch(x), atol=0.02)
     # The pipeline's own export went to WORKDIR/bundle and loads too.
     assert load_bundle(summary["bundle"]).provenance["metrics"]["miou"] == pytest.approx(metrics["miou"])
+
+
+def test_export_with_onnx(tiny_run, tmp_path) -> None:
+    from backend.bundle import load_bundle
+
+    _, work, _ = tiny_run
+    out = export_bundle(work / "model", tmp_path / "landcover.json", ExportParams(name="o", tile_size=64, onnx=True))
+    bundle = load_bundle(out)
+    assert bundle.onnx is not None and bundle.onnx.file == (tmp_path / "landcover.onnx").resolve()
+    assert bundle.onnx.file.stat().st_size > 1_000_000
