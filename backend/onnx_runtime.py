@@ -109,7 +109,8 @@ class OnnxRuntime:
     cores); worker threads sleep instead of spinning between ops, because each op takes milliseconds
     (waking costs nothing measurable) while spinning threads steal the cores from QGIS, GDAL decoding
     and any other process, and a parallel op stalls whenever one of its spinning threads is descheduled
-    (measured 1.3-2x slower on a shared 2-core machine); graph optimisation level "all" (constant
+    (measured 1.2-1.6x slower per call while another process used one of 2 cores, and no faster on an
+    idle machine); graph optimisation level "all" (constant
     folding, Conv+BatchNorm+ReLU fusion, AVX2/AVX-512 blocked layouts), done once at session creation.
     """
 

@@ -362,10 +362,12 @@ def main() -> None:
             variants = {
                 "onnx": (json_path, {}, batches),
                 "tensorflow": (json_path, {}, batches),
-                "onnx, spinning threads": (json_path, {"spinning": True}, [BATCH]),
                 "onnx, NCHW (Deepness export)": (make_bundle(arch, deepness=True), {}, [BATCH]),
             }
             res["batch_sweep"] = batch_sweep(variants, sweep_tiles)
+            # Alone: spinning workers keep a core busy after each call and would slow whatever runs next.
+            res["batch_sweep"] += batch_sweep({"onnx, spinning threads": (json_path, {"spinning": True}, [BATCH])},
+                                              sweep_tiles)
             print(json.dumps(res["batch_sweep"]), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "runtimes_quick" if args.quick else "runtimes"
