@@ -39,6 +39,7 @@ from backend.runtime import Runtime, make_runtime
 from backend.tiling import OUTPUT_BLOCK, ColumnBlock, TileGrid, reflect_indices
 
 DEFAULT_MAX_BLOCK_WIDTH = 16384
+GDAL_CACHE_MB = 64
 NETWORK_STRIDE = 32  # output stride of the U-Net/FPN/Linknet encoders: tile origins align to it
 
 
@@ -132,19 +133,17 @@ class _Accumulator:
         r = y - self.y0
         self.valid[r : r + valid.shape[0]] = valid
 
-    def pop(self, y_end: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """Remove and return rows ``[y0, y_end)``: ``(y0, probs, valid)``."""
+    def release(self, y_end: int, consume) -> None:
+        """Hand rows ``[y0, y_end)`` to ``consume(y0, probs, valid)`` as views, then drop them."""
         n = y_end - self.y0
-        y0 = self.y0
         if n <= 0:
-            return y0, self.probs[:0], self.valid[:0]
-        probs, valid = self.probs[:n].copy(), self.valid[:n].copy()
+            return
+        consume(self.y0, self.probs[:n], self.valid[:n])  # views: no copy of the finished rows
         self.probs[: len(self.probs) - n] = self.probs[n:]
         self.probs[len(self.probs) - n :] = 0
         self.valid[: len(self.valid) - n] = self.valid[n:]
         self.valid[len(self.valid) - n :] = False
         self.y0 = y_end
-        return y0, probs, valid
 
 
 class _AlignedWriter:
@@ -216,7 +215,7 @@ def segment(
         raise LandcoverError("the confidence raster needs a different name than the class raster")
     silence_rasterio_warnings()
 
-    with RasterSource(input_path, bundle.input_bands, bands, window, bundle.gsd_m, resample) as source:
+    with _gdal_env(), RasterSource(input_path, bundle.input_bands, bands, window, bundle.gsd_m, resample) as source:
         for message in source.info.warnings:
             progress.warn(message)
         if isinstance(runtime, str):
@@ -280,10 +279,9 @@ def _segment_source(
                 writer = _AlignedWriter(dst, block.x0, block.x1, source.height)
                 conf_writer = _AlignedWriter(conf_dst, block.x0, block.x1, source.height) if conf_dst else None
 
-                def finish(rows: tuple[int, np.ndarray, np.ndarray], block: ColumnBlock = block, writer=writer,
-                           conf_writer=conf_writer) -> None:
+                def finish(y0: int, probs: np.ndarray, valid: np.ndarray, block: ColumnBlock = block,
+                           writer=writer, conf_writer=conf_writer) -> None:
                     nonlocal counts, nodata_pixels
-                    y0, probs, valid = rows
                     lo, hi = max(0, y0), min(source.height, y0 + len(probs))
                     if hi <= lo:
                         return
@@ -383,16 +381,28 @@ def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, 
                 n = flush()
                 yield n + skipped, n
                 skipped = 0
-                finish(acc.pop(y))  # every tile of the rows above is predicted
+                acc.release(y, finish)  # every tile of the rows above is predicted
         if r == rows.count - 1:
             n = flush()
             yield n + skipped, n
-            finish(acc.pop(rows.final_before(r)))
+            acc.release(rows.final_before(r), finish)
         elif not queue:
             yield skipped, 0
-            finish(acc.pop(rows.final_before(r)))
+            acc.release(rows.final_before(r), finish)
         elif skipped:
             yield skipped, 0
+
+
+def _gdal_env():
+    """GDAL settings for a run: a small block cache.
+
+    GDAL's default cache (5 % of RAM) would keep every input and output block of a large raster
+    that the run touches, so memory would grow with the raster after all; rows are read and written
+    in order, so a cache of a few strips of blocks is all that helps.
+    """
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
 
 
 def _json(obj: Any) -> str:
