@@ -127,6 +127,10 @@ def raster_profile(width: int, height: int, crs, transform, dtype: str, nodata: 
         "dtype": dtype,
         "nodata": nodata,
         "compress": "deflate",
+        # Level 3 compresses class rasters as small as the default 6 in half the time, and the
+        # blocks are compressed on all cores (writing happens between predictions, when they idle).
+        "ZLEVEL": "3",
+        "NUM_THREADS": "ALL_CPUS",
         "BIGTIFF": "IF_SAFER",
     }
     if crs is not None:

@@ -342,9 +342,9 @@ class RasterSource:
                 f"reading {self.path.name} failed at rows {r0}-{r1}, columns {c0}-{c1} ({_gdal_reason(exc)}); "
                 "the file may be truncated or corrupt"
             ) from exc
-        ri, ci = rows - r0, cols - c0
-        pixels = np.moveaxis(data, 0, -1)[np.ix_(ri, ci)]
-        valid = masks.max(axis=0)[np.ix_(ri, ci)] > 0 if masks is not None else np.ones(pixels.shape[:2], bool)
+        index = _take_index(rows - r0, cols - c0)
+        pixels = np.moveaxis(data, 0, -1)[index]
+        valid = masks.max(axis=0)[index] > 0 if masks is not None else np.ones(pixels.shape[:2], bool)
         if pixels.dtype.kind == "f":
             finite = np.isfinite(pixels).all(axis=-1)
             valid &= finite
@@ -365,6 +365,20 @@ class RasterSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _take_index(rows: np.ndarray, cols: np.ndarray):
+    """Index for the read block: plain slices when no reflection is involved (no copy), else ``np.ix_``."""
+
+    def as_slice(idx: np.ndarray):
+        if idx.size and idx[0] == 0 and np.array_equal(idx, np.arange(idx.size)):
+            return slice(0, idx.size)
+        return None
+
+    rs, cs = as_slice(rows), as_slice(cols)
+    if rs is not None and cs is not None:
+        return rs, cs
+    return np.ix_(rows, cols)
 
 
 @dataclass(frozen=True)
