@@ -126,7 +126,7 @@ def test_worker_without_tensorflow(qgis_iface, project, crops) -> None:
     wait_for_task(task, timeout=60)
     assert task.outcome is None and result_layers(QgsProject.instance()) == []
     critical = " ".join(qgis_iface.messageBar().get_messages(Qgis.Critical))
-    assert "cannot import TensorFlow" in critical and "/usr/bin/python3 -m pip install -r" in critical
+    assert "cannot import ONNX Runtime nor TensorFlow" in critical and "/usr/bin/python3 -m pip install -r" in critical
 
 
 def test_non_file_layers_are_exported(qgis_iface, project, crops, tmp_path: Path) -> None:
