@@ -182,3 +182,19 @@ def test_bad_output_names_are_refused(tmp_path, bundle, name, message):
     src = write_raster(tmp_path / "in.tif", random_rgb(10, 10))
     with pytest.raises(LandcoverError, match=message):
         segment(src, tmp_path / name, bundle, runtime=IdentityRuntime())
+
+
+def test_a_full_disk_gives_a_clear_error_and_leaves_nothing(tmp_path, bundle, monkeypatch):
+    import errno
+
+    from backend import inference
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(inference._AlignedWriter, "_write", full)
+    src = write_raster(tmp_path / "in.tif", random_rgb(300, 300))
+    out_dir = tmp_path / "out"
+    with pytest.raises(LandcoverError, match="no space left on the disk while writing .*out.tif; free space"):
+        segment(src, out_dir / "out.tif", bundle, runtime=IdentityRuntime())
+    assert list(out_dir.iterdir()) == []
