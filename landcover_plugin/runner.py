@@ -110,16 +110,21 @@ def install_hint(python: str, plugin_dir: Path = PLUGIN_DIR) -> str:
 # ONNX export) or TensorFlow + segmentation-models (runs every bundle). ONNX Runtime is tried first so the
 # check costs a fraction of a second where it is installed, instead of TensorFlow's few seconds.
 _RUNTIME_PROBE = """
-import sys
+import importlib, sys
+
+def load(*names):
+    for name in names:
+        importlib.import_module(name)
+
 try:
-    import numpy, rasterio
+    load("numpy", "rasterio")
 except ImportError as exc:
     sys.exit(f"missing {exc.name}")
 try:
-    import onnxruntime
+    load("onnxruntime")
 except ImportError:
     try:
-        import tensorflow, segmentation_models
+        load("tensorflow", "segmentation_models")
     except ImportError as exc:
         sys.exit(f"neither onnxruntime nor TensorFlow/segmentation-models: {exc}")
 """
