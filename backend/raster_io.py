@@ -240,19 +240,20 @@ class RasterSource:
             flags != [_all_valid()] for flags in (self._ds.mask_flag_enums[b - 1] for b in self.bands)
         )
         self._scale = self._scaling_rule()
+        dtype = src.dtypes[self.bands[0] - 1]
+        if self._scale.kind != "none":
+            info_warnings.append(f"{dtype} data: {self._scale.describe()}")
         self.info = SourceInfo(
             path=self.path,
             band_count=src.count,
             bands=self.bands,
-            dtype=src.dtypes[self.bands[0] - 1],
+            dtype=dtype,
             crs_text=src.crs.to_string() if src.crs else None,
             pixel_size_m=pixel_size_m(self.crs, self.transform, self.width, self.height),
             resampled=resampled,
             scaling=self._scale.describe(),
             warnings=info_warnings,
         )
-        if self._scale.kind not in ("none",):
-            info_warnings.append(f"{self.info.dtype} data: {self._scale.describe()}")
 
     def _warp_to(self, model_gsd_m: float, size_m: tuple[float, float], transform, win: Window) -> None:
         from affine import Affine
