@@ -69,7 +69,20 @@ def _style_output(context: QgsProcessingContext, layer_id: str, classes, name: s
         details.setPostProcessor(_StyleOnLoad.create(classes, name))
 
 
-class SegmentAlgorithm(QgsProcessingAlgorithm):
+class _LandcoverAlgorithm(QgsProcessingAlgorithm):
+    """What every Landcover algorithm shares: no sub-group in the provider, fresh instances of its own class."""
+
+    def group(self) -> str:
+        return ""
+
+    def groupId(self) -> str:  # noqa: N802
+        return ""
+
+    def createInstance(self) -> _LandcoverAlgorithm:  # noqa: N802
+        return type(self)()
+
+
+class SegmentAlgorithm(_LandcoverAlgorithm):
     """Segment an orthophoto with a Landcover model in a separate worker process."""
 
     INPUT, MODEL, AREA, OVERLAP, BATCH_SIZE, BANDS, RESAMPLE = (
@@ -82,12 +95,6 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
     def displayName(self) -> str:  # noqa: N802
         return "Segment land cover"
 
-    def group(self) -> str:
-        return ""
-
-    def groupId(self) -> str:  # noqa: N802
-        return ""
-
     def shortHelpString(self) -> str:  # noqa: N802
         return (
             "Classifies an orthophoto into land-cover classes (LandCover.ai: background, building, woodland, water, "
@@ -97,9 +104,6 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             "(WMS, VRT, in-memory) are exported first; RESAMPLE exports at the model's resolution when the pixel size "
             "differs. Writes a paletted class GeoTIFF (nodata 255) with class areas (.areas.json/.areas.csv) beside it."
         )
-
-    def createInstance(self) -> SegmentAlgorithm:  # noqa: N802
-        return SegmentAlgorithm()
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Orthophoto"))
@@ -186,7 +190,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         return results
 
 
-class VectorizeAlgorithm(QgsProcessingAlgorithm):
+class VectorizeAlgorithm(_LandcoverAlgorithm):
     """Class raster → polygons with class id, class name and area in m²."""
 
     INPUT, BAND, OUTPUT = "INPUT", "BAND", "OUTPUT"
@@ -197,19 +201,10 @@ class VectorizeAlgorithm(QgsProcessingAlgorithm):
     def displayName(self) -> str:  # noqa: N802
         return "Vectorize land cover"
 
-    def group(self) -> str:
-        return ""
-
-    def groupId(self) -> str:  # noqa: N802
-        return ""
-
     def shortHelpString(self) -> str:  # noqa: N802
         return ("Turns a Landcover class raster into polygons (one per connected region, 8-connected) with the class "
                 "id, class name and area in m². Nodata pixels are skipped. Class names come from the raster's "
                 "Landcover metadata or the .areas.json beside it.")
-
-    def createInstance(self) -> VectorizeAlgorithm:  # noqa: N802
-        return VectorizeAlgorithm()
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Land-cover class raster"))
