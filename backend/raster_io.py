@@ -21,10 +21,14 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from backend.errors import LandcoverError
+
+if TYPE_CHECKING:
+    from affine import Affine
 
 GSD_TOLERANCE = 2.0  # warn when the raster's pixel size is more than this factor off the model's
 MAX_PIXELS = 2_000_000_000  # refuse (resampled) rasters larger than this: hours of CPU, likely a mistake
@@ -156,94 +160,163 @@ class RasterSource:
             self.close()
             raise
 
-    def _setup(self, model_bands, bands, window, model_gsd_m, resample) -> None:
+    def _setup(
+        self,
+        model_bands: int,
+        bands: tuple[int, ...] | None,
+        window: Window | None,
+        model_gsd_m: float | None,
+        resample: bool,
+    ) -> None:
+        """Validate the opened raster and set what :meth:`read` needs.
+
+        Raises:
+            LandcoverError: on the first check the input fails (bands, window, resampling, size, valid pixels).
+        """
+        self.bands, info_warnings = self._choose_bands(model_bands, bands)
+        win = self._clip_window(window)
+        transform = self._src.window_transform(win.as_rasterio())
+        size_m = pixel_size_m(self._src.crs, transform, win.width, win.height)
+        info_warnings += self._crs_warnings(size_m)
+        # Plain reads from the window first: _match_model_gsd may replace them with a warped view.
+        self._read_from(win, transform)
+        resampled, gsd_warnings = self._match_model_gsd(size_m, model_gsd_m, resample, transform, win)
+        info_warnings += gsd_warnings
+        self._check_pixel_count()
+        self._masked = self._bands_have_mask()
+        self._scale = self._scaling_rule()
+        dtype = self._src.dtypes[self.bands[0] - 1]
+        if self._scale.kind != "none":
+            info_warnings.append(f"{dtype} data: {self._scale.describe()}")
+        self.info = self._source_info(dtype, resampled, info_warnings)
+
+    def _choose_bands(self, model_bands: int, bands: tuple[int, ...] | None) -> tuple[tuple[int, ...], list[str]]:
+        """The bands to feed the model: ``bands`` checked, or the first non-alpha ones.
+
+        Returns:
+            ``(bands, warnings)``; the warning says which bands were taken when there were more.
+
+        Raises:
+            LandcoverError: too few data bands, or ``bands`` of the wrong length or naming missing bands.
+        """
         from rasterio.enums import ColorInterp
-        from rasterio.windows import Window as RioWindow
 
         src = self._src
         alpha = [i + 1 for i, ci in enumerate(src.colorinterp) if ci == ColorInterp.alpha]
         data_bands = [b for b in range(1, src.count + 1) if b not in alpha]
-        info_warnings: list[str] = []
-        if bands is None:
-            if len(data_bands) < model_bands:
-                raise LandcoverError(
-                    f"{self.path.name} has {len(data_bands)} data band(s) but the model needs {model_bands} "
-                    f"(RGB); use a {model_bands}-band orthophoto"
-                    + (" or choose bands with --bands" if src.count >= model_bands else "")
-                )
-            bands = tuple(data_bands[:model_bands])
-            if len(data_bands) > model_bands:
-                info_warnings.append(
-                    f"{self.path.name} has {len(data_bands)} bands; using bands {','.join(map(str, bands))} "
-                    "as RGB (choose others with --bands)"
-                )
-        else:
+        if bands is not None:
             if len(bands) != model_bands:
                 raise LandcoverError(f"--bands lists {len(bands)} band(s) but the model needs {model_bands}")
             bad = [b for b in bands if b > src.count]
             if bad:
                 raise LandcoverError(f"--bands {bad} do not exist: {self.path.name} has {src.count} band(s)")
-        self.bands = tuple(bands)
-
-        if window is not None:
-            if window.col_off + window.width > src.width or window.row_off + window.height > src.height:
-                w = RioWindow(window.col_off, window.row_off, window.width, window.height)
-                full = RioWindow(0, 0, src.width, src.height)
-                try:
-                    w = w.intersection(full)
-                except Exception:  # noqa: BLE001 - rasterio raises WindowError for disjoint windows
-                    raise LandcoverError(
-                        f"window {window.as_text()} lies outside the raster ({src.width} x {src.height} px)"
-                    ) from None
-                window = Window(int(w.col_off), int(w.row_off), int(w.width), int(w.height))
-        win = window or Window(0, 0, src.width, src.height)
-        transform = src.window_transform(RioWindow(win.col_off, win.row_off, win.width, win.height))
-        size_m = pixel_size_m(src.crs, transform, win.width, win.height)
-
-        if src.crs is None:
-            info_warnings.append(
-                f"{self.path.name} has no CRS: segmenting anyway, the output has no CRS either and areas are in pixels"
+            return tuple(bands), []
+        if len(data_bands) < model_bands:
+            raise LandcoverError(
+                f"{self.path.name} has {len(data_bands)} data band(s) but the model needs {model_bands} "
+                f"(RGB); use a {model_bands}-band orthophoto"
+                # --bands can only help when the raster has enough bands once alpha bands are counted.
+                + (" or choose bands with --bands" if src.count >= model_bands else "")
             )
-        elif size_m is None:
-            info_warnings.append(f"cannot convert the pixel size of {self.path.name} to metres; areas are in pixels")
+        chosen = tuple(data_bands[:model_bands])
+        if len(data_bands) > model_bands:
+            return chosen, [
+                f"{self.path.name} has {len(data_bands)} bands; using bands {','.join(map(str, chosen))} "
+                "as RGB (choose others with --bands)"
+            ]
+        return chosen, []
 
-        self._ds = src
+    def _clip_window(self, window: Window | None) -> Window:
+        """The pixel window to segment: ``window`` cut to the raster's extent, or the whole raster.
+
+        Raises:
+            LandcoverError: ``window`` lies entirely outside the raster.
+        """
+        from rasterio.windows import Window as RioWindow
+
+        src = self._src
+        if window is None:
+            return Window(0, 0, src.width, src.height)
+        if window.col_off + window.width <= src.width and window.row_off + window.height <= src.height:
+            return window
+        full = RioWindow(0, 0, src.width, src.height)
+        try:
+            w = window.as_rasterio().intersection(full)
+        except Exception:  # noqa: BLE001 - rasterio raises WindowError for disjoint windows
+            raise LandcoverError(
+                f"window {window.as_text()} lies outside the raster ({src.width} x {src.height} px)"
+            ) from None
+        return Window(int(w.col_off), int(w.row_off), int(w.width), int(w.height))
+
+    def _crs_warnings(self, size_m: tuple[float, float] | None) -> list[str]:
+        """Warnings for a raster without a CRS, or with one whose pixel size has no metre equivalent."""
+        if self._src.crs is None:
+            return [
+                f"{self.path.name} has no CRS: segmenting anyway, the output has no CRS either and areas are in pixels"
+            ]
+        if size_m is None:
+            return [f"cannot convert the pixel size of {self.path.name} to metres; areas are in pixels"]
+        return []
+
+    def _read_from(self, win: Window, transform: Affine) -> None:
+        """Serve pixels from ``win`` of the file itself (:meth:`_warp_to` may switch to a resampled view)."""
+        self._ds = self._src
         self._row_off, self._col_off = win.row_off, win.col_off
         self.height, self.width = win.height, win.width
         self.transform = transform
-        self.crs = src.crs
-        resampled = False
+        self.crs = self._src.crs
+
+    def _match_model_gsd(
+        self,
+        size_m: tuple[float, float] | None,
+        model_gsd_m: float | None,
+        resample: bool,
+        transform: Affine,
+        win: Window,
+    ) -> tuple[bool, list[str]]:
+        """Resample to the model's pixel size when asked, else warn when it is far off.
+
+        Returns:
+            ``(resampled, warnings)``.
+
+        Raises:
+            LandcoverError: resampling asked for a raster without a CRS, or making too large a raster.
+        """
         if size_m is not None and model_gsd_m:
             ratio = math.sqrt(size_m[0] * size_m[1]) / model_gsd_m
+            # No warp within 0.1 % of the model's pixel size: it would give about the same pixel grid.
             if resample and not (0.999 < ratio < 1.001):
                 self._warp_to(model_gsd_m, size_m, transform, win)
-                resampled = True
-                info_warnings.append(
+                return True, [
                     f"resampled from {_fmt_m(size_m)} to the model's {model_gsd_m:g} m pixels "
                     f"({self.width} x {self.height} px)"
-                )
-            elif ratio > GSD_TOLERANCE or ratio < 1 / GSD_TOLERANCE:
-                info_warnings.append(
+                ]
+            if ratio > GSD_TOLERANCE or ratio < 1 / GSD_TOLERANCE:
+                return False, [
                     f"pixel size {_fmt_m(size_m)} is {_fmt_ratio(ratio)} the model's {model_gsd_m:g} m: "
                     "objects will not look like they did in training and results will be poor; "
                     "resample to the model's resolution (--resample, or Resample in the QGIS dialog)"
-                )
-        elif resample and src.crs is None:
+                ]
+        elif resample and self._src.crs is None:
             raise LandcoverError(f"--resample needs a CRS, and {self.path.name} has none; assign one in QGIS or GDAL")
+        return False, []
+
+    def _check_pixel_count(self) -> None:
+        """Refuse an area to segment larger than :data:`MAX_PIXELS`."""
         if self.height * self.width > MAX_PIXELS:
             raise LandcoverError(
                 f"the raster to segment would be {self.width} x {self.height} px, more than {MAX_PIXELS:,} pixels; "
                 "choose a smaller area (--window) or a model made for this resolution"
             )
 
-        self._masked = any(
-            flags != [_all_valid()] for flags in (self._ds.mask_flag_enums[b - 1] for b in self.bands)
-        )
-        self._scale = self._scaling_rule()
-        dtype = src.dtypes[self.bands[0] - 1]
-        if self._scale.kind != "none":
-            info_warnings.append(f"{dtype} data: {self._scale.describe()}")
-        self.info = SourceInfo(
+    def _bands_have_mask(self) -> bool:
+        """Whether any chosen band has nodata, alpha or an internal mask (else :meth:`read` skips mask reads)."""
+        return any(flags != [_all_valid()] for flags in (self._ds.mask_flag_enums[b - 1] for b in self.bands))
+
+    def _source_info(self, dtype: str, resampled: bool, info_warnings: list[str]) -> SourceInfo:
+        """What the user is told about this input, describing the area actually served."""
+        src = self._src
+        return SourceInfo(
             path=self.path,
             band_count=src.count,
             bands=self.bands,
