@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,23 +117,52 @@ def train(
     scale: float = 255.0,
 ) -> TrainResult:
     """Train on ``split_dir/train.txt``, validate on ``val.txt``, write everything into ``model_dir``."""
-    from backend.models import build_model, save_weights
     from backend.tf_import import import_keras, import_segmentation_models, import_tensorflow
-    from training.data import check_patches_exist, make_dataset
-    from training.metrics import scores
-    from training.plots import plot_history
-    from training.split import read_split
 
+    # Import the whole TensorFlow stack first: a missing package is reported before any file is touched.
     tf = import_tensorflow()
     keras = import_keras()
     sm = import_segmentation_models()
     patch_dir, split_dir, model_dir = Path(patch_dir), Path(split_dir), Path(model_dir)
+    train_names, val_names = _read_splits(patch_dir, split_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    state = _initial_state(model_dir, params, resume)
+    steps = _steps_per_epoch(params, len(train_names))
+    model, loss_fn, checkpoint = _build_model(tf, keras, sm, params, steps)
+    manager = _checkpoint_manager(tf, checkpoint, model_dir, resume)
+    train_ds, val_ds = _build_datasets(patch_dir, train_names, val_names, params, scale, int(state["epoch"]))
+    resolved = _describe_run(patch_dir, split_dir, params, scale, len(train_names), len(val_names), steps)
+    _write_run_files(model_dir, resolved, config)
+    epoch_end = _epoch_end_callback(keras, model_dir, params, state, manager, val_ds, loss_fn)
+    _fit(model, train_ds, params, steps, int(state["epoch"]), [ProgressBar(params.epochs, steps), epoch_end])
+    return _report(model_dir, resolved, state)
+
+
+def _read_splits(patch_dir: Path, split_dir: Path) -> tuple[list[str], list[str]]:
+    """The train and val patch names, after checking that every patch file is there.
+
+    Raises:
+        TrainingError: a split list is missing or empty, or a listed patch file does not exist.
+    """
+    from training.data import check_patches_exist
+    from training.split import read_split
+
     train_names = read_split(split_dir, "train")
     val_names = read_split(split_dir, "val")
     check_patches_exist(patch_dir, train_names + val_names)
-    model_dir.mkdir(parents=True, exist_ok=True)
+    return train_names, val_names
+
+
+def _initial_state(model_dir: Path, params: TrainParams, resume: bool) -> dict[str, Any]:
+    """The run state to start from: the saved one when resuming, a fresh one otherwise.
+
+    A fresh run removes the previous run's ``history.csv``, since rows are appended epoch by epoch.
+
+    Raises:
+        TrainingError: resuming without a saved state, or a run that already did ``params.epochs`` epochs.
+    """
     state_path = model_dir / STATE_JSON
-    state = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "seconds": 0.0}
+    state: dict[str, Any] = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "seconds": 0.0}
     if resume:
         if not state_path.is_file():
             raise TrainingError(f"nothing to resume in {model_dir} (no {STATE_JSON}); train without --resume first")
@@ -144,16 +174,31 @@ def train(
             )
     elif (model_dir / HISTORY_CSV).exists():
         (model_dir / HISTORY_CSV).unlink()
+    return state
+
+
+def _steps_per_epoch(params: TrainParams, train_count: int) -> int:
+    """Optimizer steps per epoch: ``params.steps_per_epoch``, or one pass over the train split."""
+    return params.steps_per_epoch or max(train_count // params.batch_size, 1)
+
+
+def _build_model(tf: Any, keras: Any, sm: Any, params: TrainParams, steps_per_epoch: int) -> tuple[Any, Any, Any]:
+    """Build and compile the network under the distribution strategy.
+
+    Returns:
+        ``(model, loss_fn, checkpoint)``; the checkpoint tracks the model and its optimizer.
+    """
+    from backend.models import build_model
 
     keras.utils.set_random_seed(params.seed)
     strategy = _strategy(tf)
+    # Variables (model weights, optimizer slots) must be created inside the scope to be mirrored.
     with strategy.scope():
         model = build_model(
             params.architecture, params.backbone, NUM_CLASSES, 3, encoder_weights=params.encoder_weights
         )
-        steps_total = (params.steps_per_epoch or max(len(train_names) // params.batch_size, 1)) * params.epochs
         lr = (
-            keras.optimizers.schedules.CosineDecay(params.learning_rate, steps_total, alpha=0.05)
+            keras.optimizers.schedules.CosineDecay(params.learning_rate, steps_per_epoch * params.epochs, alpha=0.05)
             if params.cosine_decay
             else params.learning_rate
         )
@@ -161,19 +206,47 @@ def train(
         loss_fn = build_loss()
         model.compile(optimizer, loss_fn, metrics=[sm.metrics.IOUScore(threshold=0.5)])
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    return model, loss_fn, checkpoint
+
+
+def _checkpoint_manager(tf: Any, checkpoint: Any, model_dir: Path, resume: bool) -> Any:
+    """The manager of ``model_dir/checkpoint``, with the latest checkpoint restored when resuming.
+
+    Raises:
+        TrainingError: resuming when there is no checkpoint.
+    """
     manager = tf.train.CheckpointManager(checkpoint, str(model_dir / "checkpoint"), max_to_keep=1)
     if resume:
         if manager.latest_checkpoint is None:
             raise TrainingError(f"no checkpoint in {model_dir / 'checkpoint'}; train without --resume")
         checkpoint.restore(manager.latest_checkpoint)
+    return manager
+
+
+def _build_datasets(
+    patch_dir: Path, train_names: list[str], val_names: list[str], params: TrainParams, scale: float, epochs_done: int
+) -> tuple[Any, Any]:
+    """The augmented, shuffled train dataset and the plain val dataset."""
+    from training.data import make_dataset
 
     # A new data seed per resumed epoch, so a resumed run does not replay the first epochs' batches.
-    data_seed = params.seed + int(state["epoch"])
+    data_seed = params.seed + epochs_done
     train_ds = make_dataset(patch_dir, train_names, params.batch_size, scale, params.augment, True, data_seed)
     val_ds = make_dataset(patch_dir, val_names, params.batch_size, scale)
-    steps = params.steps_per_epoch or max(len(train_names) // params.batch_size, 1)
+    return train_ds, val_ds
 
-    resolved = {
+
+def _describe_run(
+    patch_dir: Path,
+    split_dir: Path,
+    params: TrainParams,
+    scale: float,
+    train_count: int,
+    val_count: int,
+    steps_per_epoch: int,
+) -> dict[str, Any]:
+    """The ``train.json`` content known before training: what export needs to rebuild the model."""
+    return {
         "architecture": params.architecture,
         "backbone": params.backbone,
         "num_classes": NUM_CLASSES,
@@ -181,57 +254,127 @@ def train(
         "input_bands": 3,
         "preprocessing": {"scale": scale, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
         "params": asdict(params),
-        "data": {"patches": str(patch_dir), "split": str(split_dir), "train": len(train_names), "val": len(val_names)},
-        "steps_per_epoch": steps,
+        "data": {"patches": str(patch_dir), "split": str(split_dir), "train": train_count, "val": val_count},
+        "steps_per_epoch": steps_per_epoch,
     }
+
+
+def _write_run_files(model_dir: Path, resolved: dict[str, Any], config: dict[str, Any] | None) -> None:
+    """Write ``train.json`` and, when given, the resolved ``config.yaml`` before the first epoch.
+
+    Written up front so an interrupted run still says how it was trained.
+    """
     write_text(model_dir / TRAIN_JSON, json.dumps(resolved, indent=2) + "\n")
     if config is not None:
         import yaml
 
         write_text(model_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
+
+def _epoch_end_callback(
+    keras: Any,
+    model_dir: Path,
+    params: TrainParams,
+    state: dict[str, Any],
+    manager: Any,
+    val_ds: Any,
+    loss_fn: Any,
+) -> Any:
+    """The callback run after every epoch; it updates ``state`` in place.
+
+    The training time it records counts from this call, on top of the time a resumed run already spent.
+    """
     started = time.monotonic()
     seconds_before = float(state.get("seconds", 0.0))
+
+    def elapsed() -> float:
+        return seconds_before + time.monotonic() - started
 
     class EpochEnd(keras.callbacks.Callback):
         """Validate, keep the best weights, checkpoint for resume, log and plot after every epoch."""
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            # The val scores join Keras' own entries (loss, iou_score) so one history row holds both.
             logs = logs if logs is not None else {}
-            cm, val_loss = evaluate_batches(self.model, val_ds, loss_fn, params.val_batches)
-            result = scores(cm)
-            logs["val_loss"] = val_loss
-            logs["val_miou"] = result["miou"] if result["miou"] is not None else 0.0
-            logs["val_accuracy"] = result["accuracy"] or 0.0
-            for name in CLASS_NAMES:
-                iou = result["per_class"][name]["iou"]
-                logs[f"val_iou_{name}"] = iou if iou is not None else float("nan")
-            improved = logs["val_miou"] > state["best_miou"]
-            if improved:
-                state["best_miou"], state["best_epoch"] = logs["val_miou"], epoch + 1
-                save_weights(self.model, model_dir / BEST_WEIGHTS, dtype="float32")
-            manager.save()
-            state["epoch"] = epoch + 1
-            state["seconds"] = seconds_before + time.monotonic() - started
-            write_text(state_path, json.dumps(state, indent=2) + "\n")
-            _append_history(model_dir / HISTORY_CSV, epoch + 1, logs, state["seconds"])
-            plot_history(model_dir / HISTORY_CSV, model_dir)
-            print(
-                f"epoch {epoch + 1}/{params.epochs}: loss {logs.get('loss', float('nan')):.4f} "
-                f"val_loss {val_loss:.4f} val_mIoU {logs['val_miou']:.4f}"
-                + (" (best, saved)" if improved else ""),
-                flush=True,
-            )
+            logs.update(_validation_logs(self.model, val_ds, loss_fn, params.val_batches))
+            improved = _record_epoch(self.model, model_dir, manager, state, epoch + 1, logs, elapsed)
+            _print_epoch(epoch + 1, params.epochs, logs, improved)
 
-    callbacks = [ProgressBar(params.epochs, steps), EpochEnd()]
+    return EpochEnd()
+
+
+def _validation_logs(model: Any, val_ds: Any, loss_fn: Any, val_batches: int | None) -> dict[str, float]:
+    """Val loss, mIoU, pixel accuracy and per-class IoU as ``val_*`` log entries (NaN for an absent class)."""
+    from training.metrics import scores
+
+    cm, val_loss = evaluate_batches(model, val_ds, loss_fn, val_batches)
+    result = scores(cm)
+    logs = {
+        "val_loss": val_loss,
+        "val_miou": result["miou"] if result["miou"] is not None else 0.0,
+        "val_accuracy": result["accuracy"] or 0.0,
+    }
+    for name in CLASS_NAMES:
+        iou = result["per_class"][name]["iou"]
+        logs[f"val_iou_{name}"] = iou if iou is not None else float("nan")
+    return logs
+
+
+def _record_epoch(
+    model: Any,
+    model_dir: Path,
+    manager: Any,
+    state: dict[str, Any],
+    epoch: int,
+    logs: dict[str, Any],
+    elapsed: Callable[[], float],
+) -> bool:
+    """Save the best weights, checkpoint, state, history row and curves after the 1-based ``epoch``.
+
+    Returns:
+        Whether this epoch's val mIoU is the best so far.
+    """
+    from backend.models import save_weights
+    from training.plots import plot_history
+
+    improved = logs["val_miou"] > state["best_miou"]
+    if improved:
+        state["best_miou"], state["best_epoch"] = logs["val_miou"], epoch
+        save_weights(model, model_dir / BEST_WEIGHTS, dtype="float32")
+    manager.save()
+    state["epoch"] = epoch
+    # Timed after saving, so the recorded time includes the checkpoint writes.
+    state["seconds"] = elapsed()
+    write_text(model_dir / STATE_JSON, json.dumps(state, indent=2) + "\n")
+    _append_history(model_dir / HISTORY_CSV, epoch, logs, state["seconds"])
+    plot_history(model_dir / HISTORY_CSV, model_dir)
+    return improved
+
+
+def _print_epoch(epoch: int, epochs: int, logs: dict[str, Any], improved: bool) -> None:
+    """One summary line per epoch (flushed, so log files follow a running job)."""
+    best = " (best, saved)" if improved else ""
+    print(
+        f"epoch {epoch}/{epochs}: loss {logs.get('loss', float('nan')):.4f} "
+        f"val_loss {logs['val_loss']:.4f} val_mIoU {logs['val_miou']:.4f}{best}",
+        flush=True,
+    )
+
+
+def _fit(model: Any, train_ds: Any, params: TrainParams, steps: int, initial_epoch: int, callbacks: list[Any]) -> None:
+    """Run Keras' fit loop from ``initial_epoch`` to ``params.epochs``; the callbacks do the reporting."""
     model.fit(
         train_ds,
         epochs=params.epochs,
-        initial_epoch=int(state["epoch"]),
+        initial_epoch=initial_epoch,
         steps_per_epoch=steps,
         callbacks=callbacks,
         verbose=0,
     )
+
+
+def _report(model_dir: Path, resolved: dict[str, Any], state: dict[str, Any]) -> TrainResult:
+    """Add the outcome (best score, epochs, time) to ``train.json`` and return it as a :class:`TrainResult`."""
     resolved["best"] = {"val_miou": state["best_miou"], "epoch": state["best_epoch"]}
     resolved["epochs_done"] = state["epoch"]
     resolved["seconds"] = state["seconds"]
