@@ -9,48 +9,40 @@ colour), the ground sampling distance the model was trained for, and provenance.
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from backend.errors import LandcoverError
-
-FORMAT_VERSION = 1
-ARCHITECTURES = ("Unet", "FPN", "Linknet")
-BUNDLED_DIR = Path(__file__).resolve().parent / "bundles"
-DEFAULT_BUNDLE_NAME = "default"
-UNTRAINED_PREFIX = "untrained:"
-
-LANDCOVER_CLASSES: tuple[tuple[int, str, tuple[int, int, int]], ...] = (
-    (0, "background", (222, 214, 182)),
-    (1, "building", (220, 40, 40)),
-    (2, "woodland", (38, 115, 0)),
-    (3, "water", (0, 150, 255)),
-    (4, "road", (120, 120, 120)),
+from backend.contract import (
+    ARCHITECTURES,
+    DEFAULT_MODEL,
+    FORMAT_VERSION,
+    LANDCOVER_CLASSES,
+    UNTRAINED_PREFIX,
+    ClassInfo,
+    ListedModel,
+    ModelInfo,
+    model_dirs,
+    model_fields_from_dict,
+    read_bundle_json,
+    untrained_model,
+    user_models_dir,
 )
+from backend.contract import list_models as list_bundle_files
+from backend.contract import resolve_model as resolve_model_info
+from backend.errors import LandcoverError, ModelError
 
+DEFAULT_BUNDLE_NAME = DEFAULT_MODEL
+BUNDLED_DIR = model_dirs()[0][1]
 
-@dataclass(frozen=True)
-class ClassInfo:
-    """One output class of a model."""
-
-    id: int
-    name: str
-    color: tuple[int, int, int]
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.id < 255:
-            raise LandcoverError(f"class id {self.id} is outside 0..254 (255 is reserved for nodata)")
-        if not self.name:
-            raise LandcoverError(f"class {self.id} has no name; give every class a name in the bundle JSON")
-        if len(self.color) != 3 or any(not 0 <= int(c) <= 255 for c in self.color):
-            raise LandcoverError(f"class {self.name!r} colour {list(self.color)} is not three values 0..255")
-        object.__setattr__(self, "color", tuple(int(c) for c in self.color))
+__all__ = [
+    "ARCHITECTURES", "BUNDLED_DIR", "FORMAT_VERSION", "LANDCOVER_CLASSES", "UNTRAINED_PREFIX", "ClassInfo",
+    "ListedModel", "ModelBundle", "ModelInfo", "OnnxExport", "Preprocessing", "bundle_from_dict", "list_models",
+    "load_bundle", "model_search_dirs", "resolve_model", "untrained_bundle", "user_models_dir", "with_weights",
+]
 
 
 @dataclass(frozen=True)
@@ -65,11 +57,11 @@ class Preprocessing:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if not self.scale > 0:
-            raise LandcoverError(f"preprocessing scale must be > 0, got {self.scale}")
+            raise ModelError(f"preprocessing scale must be > 0, got {self.scale}")
         if len(self.mean) != len(self.std):
-            raise LandcoverError("preprocessing mean and std must have one value per input band")
+            raise ModelError("preprocessing mean and std must have one value per input band")
         if any(s <= 0 for s in self.std):
-            raise LandcoverError(f"preprocessing std values must be > 0, got {list(self.std)}")
+            raise ModelError(f"preprocessing std values must be > 0, got {list(self.std)}")
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """Normalise a ``(..., bands)`` array of 0..255 pixel values to float32 model input."""
@@ -102,10 +94,10 @@ class OnnxExport:
 
     def __post_init__(self) -> None:
         if self.layout not in ONNX_LAYOUTS:
-            raise LandcoverError(f"ONNX layout {self.layout!r} is not one of {', '.join(ONNX_LAYOUTS)}")
+            raise ModelError(f"ONNX layout {self.layout!r} is not one of {', '.join(ONNX_LAYOUTS)}")
         for value in (self.sha256, self.weights_sha256):
             if value is not None and (len(value) != 64 or any(ch not in "0123456789abcdef" for ch in value)):
-                raise LandcoverError(f"ONNX checksum {value!r} is not a 64-digit lowercase hex SHA-256")
+                raise ModelError(f"ONNX checksum {value!r} is not a 64-digit lowercase hex SHA-256")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,69 +111,25 @@ class OnnxExport:
 
 
 @dataclass(frozen=True)
-class ModelBundle:
-    """Validated model metadata plus where its weights live.
+class ModelBundle(ModelInfo):
+    """A model's metadata (:class:`~backend.contract.ModelInfo`, checked there) plus how to run it.
 
     ``weights`` is None only for untrained (random-initialised) models, which use ``seed``.
     """
 
-    name: str
-    architecture: str
-    backbone: str
-    tile_size: int = 256
-    input_bands: int = 3
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
-    gsd_m: float | None = 0.25
-    classes: tuple[ClassInfo, ...] = tuple(ClassInfo(*c) for c in LANDCOVER_CLASSES)
     weights: Path | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
-    default_overlap: int | None = None
-    default_batch_size: int = 8
     seed: int = 0
-    source: Path | None = None
     onnx: OnnxExport | None = None
 
     def __post_init__(self) -> None:
-        where = f" in {self.source}" if self.source else ""
-        if self.architecture not in ARCHITECTURES:
-            raise LandcoverError(
-                f"unknown architecture {self.architecture!r}{where}; use one of {', '.join(ARCHITECTURES)}"
-            )
-        if not self.backbone:
-            raise LandcoverError(f"bundle{where} names no backbone; set e.g. \"backbone\": \"resnet18\"")
-        if self.tile_size < 32 or self.tile_size % 32:
-            raise LandcoverError(f"tile_size {self.tile_size}{where} must be a multiple of 32 (e.g. 256)")
-        if self.input_bands < 1:
-            raise LandcoverError(f"input_bands must be >= 1{where}")
+        super().__post_init__()
         if len(self.preprocessing.mean) != self.input_bands:
-            raise LandcoverError(
+            raise ModelError(
                 f"preprocessing has {len(self.preprocessing.mean)} mean/std values but the model takes "
-                f"{self.input_bands} bands{where}; give one value per band"
+                f"{self.input_bands} bands{self._where}; give one value per band"
             )
-        if self.gsd_m is not None and not (self.gsd_m > 0 and math.isfinite(self.gsd_m)):
-            raise LandcoverError(f"gsd_m must be a positive number of metres per pixel{where}")
-        if len(self.classes) < 2:
-            raise LandcoverError(f"a model needs at least 2 classes{where}")
-        ids = [c.id for c in self.classes]
-        if ids != list(range(len(ids))):
-            raise LandcoverError(f"class ids{where} must be 0..{len(ids) - 1} in order, got {ids}")
-        if self.default_overlap is not None and not 0 <= self.default_overlap <= self.tile_size // 2:
-            raise LandcoverError(f"default_overlap must be 0..{self.tile_size // 2}{where}")
-        if self.default_batch_size < 1:
-            raise LandcoverError(f"default_batch_size must be >= 1{where}")
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def class_names(self) -> list[str]:
-        return [c.name for c in self.classes]
-
-    @property
-    def overlap(self) -> int:
-        """Default tile overlap in pixels: the bundle's choice, else an eighth of a tile."""
-        return self.default_overlap if self.default_overlap is not None else self.tile_size // 8
 
     @property
     def is_untrained(self) -> bool:
@@ -242,55 +190,33 @@ class ModelBundle:
 
 
 def bundle_from_dict(data: dict[str, Any], source: Path | None = None) -> ModelBundle:
-    """Validate a parsed bundle JSON and build a :class:`ModelBundle`."""
+    """Validate a parsed bundle JSON and build a :class:`ModelBundle`.
+
+    The model fields are checked by the contract (the plugin reads them the same way); this adds
+    preprocessing, weights, provenance and the ONNX export.
+    """
+    info = model_fields_from_dict(data, source)
     where = f" in {source}" if source else ""
-    if not isinstance(data, dict):
-        raise LandcoverError(f"model bundle{where} is not a JSON object")
-    fmt = data.get("format")
-    if fmt != FORMAT_VERSION:
-        raise LandcoverError(
-            f"model bundle format {fmt!r}{where} is not supported (this version reads format {FORMAT_VERSION}); "
-            "re-export the model with this version's training export"
-        )
-    missing = [k for k in ("name", "architecture", "backbone", "classes") if k not in data]
-    if missing:
-        raise LandcoverError(f"model bundle{where} lacks {', '.join(missing)}; add them to the JSON")
     try:
-        classes = tuple(ClassInfo(int(c["id"]), str(c["name"]), tuple(c["color"])) for c in data["classes"])
         pre = Preprocessing(**data.get("preprocessing", {}))
     except (KeyError, TypeError, ValueError) as exc:
-        raise LandcoverError(f"model bundle{where} has malformed classes or preprocessing ({exc})") from exc
+        raise ModelError(f"model bundle{where} has malformed preprocessing ({exc})") from exc
     weights = data.get("weights")
-    weights_path: Path | None = None
-    if weights:
-        base = source.parent if source else Path.cwd()
-        weights_path = (base / weights).resolve()
-        if not weights_path.is_file():
-            raise LandcoverError(
-                f"weights file {weights_path} named by the model bundle{where} is missing; "
-                "copy it beside the JSON or fix the \"weights\" entry"
-            )
-    else:
-        raise LandcoverError(f"model bundle{where} names no weights file; set \"weights\" to the .weights.h5 beside it")
-    try:
-        return ModelBundle(
-            name=str(data["name"]),
-            architecture=str(data["architecture"]),
-            backbone=str(data["backbone"]),
-            tile_size=int(data.get("tile_size", 256)),
-            input_bands=int(data.get("input_bands", 3)),
-            preprocessing=pre,
-            gsd_m=None if data.get("gsd_m") is None else float(data["gsd_m"]),
-            classes=classes,
-            weights=weights_path,
-            provenance=dict(data.get("provenance") or {}),
-            default_overlap=None if data.get("default_overlap") is None else int(data["default_overlap"]),
-            default_batch_size=int(data.get("default_batch_size", 8)),
-            source=source,
-            onnx=_onnx_from_dict(data.get("onnx"), source, where),
+    if not weights:
+        raise ModelError(f"model bundle{where} names no weights file; set \"weights\" to the .weights.h5 beside it")
+    weights_path = ((source.parent if source else Path.cwd()) / weights).resolve()
+    if not weights_path.is_file():
+        raise ModelError(
+            f"weights file {weights_path} named by the model bundle{where} is missing; "
+            "copy it beside the JSON or fix the \"weights\" entry"
         )
-    except (TypeError, ValueError) as exc:
-        raise LandcoverError(f"model bundle{where} has a value of the wrong type ({exc})") from exc
+    return ModelBundle(
+        **info,
+        preprocessing=pre,
+        weights=weights_path,
+        provenance=dict(data.get("provenance") or {}),
+        onnx=_onnx_from_dict(data.get("onnx"), source, where),
+    )
 
 
 def _onnx_from_dict(entry: Any, source: Path | None, where: str) -> OnnxExport | None:
@@ -303,7 +229,7 @@ def _onnx_from_dict(entry: Any, source: Path | None, where: str) -> OnnxExport |
         return None
     fix = "re-export it with 'python -m backend export-onnx MODEL' or delete the \"onnx\" entry from the JSON"
     if not isinstance(entry, dict) or not entry.get("file") or not entry.get("sha256"):
-        raise LandcoverError(f"the \"onnx\" entry of the model bundle{where} needs \"file\" and \"sha256\"; {fix}")
+        raise ModelError(f"the \"onnx\" entry of the model bundle{where} needs \"file\" and \"sha256\"; {fix}")
     base = source.parent if source else Path.cwd()
     path = (base / str(entry["file"])).resolve()
     try:
@@ -316,116 +242,56 @@ def _onnx_from_dict(entry: Any, source: Path | None, where: str) -> OnnxExport |
             weights_sha256=None if entry.get("weights_sha256") is None else str(entry["weights_sha256"]),
         )
     except (TypeError, ValueError) as exc:
-        raise LandcoverError(f"the \"onnx\" entry of the model bundle{where} is malformed ({exc}); {fix}") from exc
+        raise ModelError(f"the \"onnx\" entry of the model bundle{where} is malformed ({exc}); {fix}") from exc
 
 
 def load_bundle(path: Path | str) -> ModelBundle:
     """Load a bundle from its JSON file or from a folder holding exactly one bundle JSON."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        candidates = sorted(path.glob("*.json"))
-        if len(candidates) != 1:
-            raise LandcoverError(
-                f"folder {path} holds {len(candidates)} JSON files; point --model at the bundle's .json file"
-            )
-        path = candidates[0]
-    if not path.is_file():
-        raise LandcoverError(f"model bundle {path} does not exist; list models with 'python -m backend models'")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LandcoverError(f"model bundle {path} is not valid JSON ({exc}); re-export or fix the file") from exc
-    return bundle_from_dict(data, source=path.resolve())
+    json_path, data = read_bundle_json(path)
+    return bundle_from_dict(data, source=json_path)
 
 
 def untrained_bundle(spec: str, seed: int = 0, tile_size: int = 256) -> ModelBundle:
     """Build the bundle for ``untrained:ARCH:BACKBONE`` (random weights, LandCover.ai classes)."""
-    parts = spec[len(UNTRAINED_PREFIX):].split(":")
-    if len(parts) != 2 or not all(parts):
-        raise LandcoverError(f"{spec!r} is not of the form untrained:ARCH:BACKBONE, e.g. untrained:Unet:resnet18")
-    arch = _canonical_architecture(parts[0])
+    info = untrained_model(spec, tile_size)
     return ModelBundle(
-        name=f"untrained-{arch.lower()}-{parts[1]}",
-        architecture=arch,
-        backbone=parts[1],
-        tile_size=tile_size,
-        gsd_m=0.25,
+        **{f.name: getattr(info, f.name) for f in fields(ModelInfo)},
         weights=None,
         seed=seed,
         provenance={"data": "none: random weights, for benchmarks and installation checks only"},
     )
 
 
-def _canonical_architecture(name: str) -> str:
-    for arch in ARCHITECTURES:
-        if arch.lower() == name.lower():
-            return arch
-    raise LandcoverError(f"unknown architecture {name!r}; use one of {', '.join(ARCHITECTURES)}")
-
-
-def user_models_dir() -> Path:
-    """Folder for the user's own bundles: ``$LANDCOVER_MODELS_DIR`` or ``~/.local/share/landcover/models``."""
-    env = os.environ.get("LANDCOVER_MODELS_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "landcover" / "models"
-
-
 def model_search_dirs() -> list[tuple[str, Path]]:
-    """Where bundles are looked up by name, in order."""
-    return [("bundled", BUNDLED_DIR), ("user", user_models_dir())]
+    """Where bundles are looked up by name, in order (see :func:`backend.contract.model_dirs`)."""
+    return model_dirs()
 
 
-@dataclass(frozen=True)
-class ListedModel:
-    """A bundle found in a model folder (or the reason it could not be read)."""
+def list_models() -> list[ListedModel]:
+    """Every bundle in the model folders, fully loaded; ``info`` is its :class:`ModelBundle`, or ``error`` says why not.
 
-    key: str
-    origin: str
-    path: Path
-    bundle: ModelBundle | None
-    error: str | None = None
-
-
-def list_models(extra_dirs: Iterable[Path] = ()) -> list[ListedModel]:
-    """Every bundle JSON one folder below each model folder (``<dir>/<key>/*.json``) or directly in it."""
-    found: list[ListedModel] = []
-    dirs = model_search_dirs() + [("extra", Path(d)) for d in extra_dirs]
-    for origin, root in dirs:
-        if not root.is_dir():
-            continue
-        for json_path in sorted([*root.glob("*.json"), *root.glob("*/*.json")]):
-            key = json_path.parent.name if json_path.parent != root else json_path.stem
+    Which files count and how they are keyed is the contract's rule; loading also checks the weights.
+    """
+    found = []
+    for listed in list_bundle_files():
+        if listed.info is not None:
             try:
-                found.append(ListedModel(key, origin, json_path, load_bundle(json_path)))
+                listed = replace(listed, info=load_bundle(listed.path))
             except LandcoverError as exc:
-                found.append(ListedModel(key, origin, json_path, None, str(exc)))
+                listed = replace(listed, info=None, error=str(exc))
+        found.append(listed)
     return found
 
 
 def resolve_model(name_or_path: str | None, seed: int = 0) -> ModelBundle:
-    """Find a model by path, by key/name in the model folders, ``untrained:ARCH:BACKBONE``, or the default."""
-    if name_or_path is None or name_or_path == "":
-        name_or_path = DEFAULT_BUNDLE_NAME
-    if name_or_path.startswith(UNTRAINED_PREFIX):
-        return untrained_bundle(name_or_path, seed=seed)
-    candidate = Path(name_or_path).expanduser()
-    if candidate.suffix == ".json" or candidate.exists() or os.sep in name_or_path:
-        return load_bundle(candidate)
-    for listed in list_models():
-        if name_or_path in (listed.key, listed.bundle.name if listed.bundle else None):
-            if listed.bundle is None:
-                raise LandcoverError(str(listed.error))
-            return listed.bundle
-    if name_or_path == DEFAULT_BUNDLE_NAME:
-        raise LandcoverError(
-            "no default model bundle is installed; train one with 'make train' or pass --model PATH "
-            "(or --model untrained:Unet:resnet18 to check the installation)"
-        )
-    raise LandcoverError(
-        f"no model named {name_or_path!r}; list models with 'python -m backend models' or pass a bundle .json path"
-    )
+    """Find a model by path, by key/name in the model folders, ``untrained:ARCH:BACKBONE``, or the default.
+
+    Which bundle a name means is decided by :func:`backend.contract.resolve_model`, as in the plugin.
+    """
+    info = resolve_model_info(name_or_path)
+    if info.source is None:
+        return untrained_bundle(info.spec, seed=seed, tile_size=info.tile_size)
+    return load_bundle(info.source)
 
 
 def with_weights(bundle: ModelBundle, weights: Path, **changes: Any) -> ModelBundle:

@@ -1,9 +1,9 @@
 """Command line: ``python -m backend segment | models | info | preview | export-onnx``.
 
 Exit codes: 0 success, 2 bad input or usage (one line on stderr naming the problem and the fix),
-1 anything else (a bug: the traceback is printed), 130/143 interrupted. With ``--progress json``
-stdout carries the worker protocol: one JSON object per line, the last one ``{"stage": "done", ...}``
-or ``{"stage": "error", "message": ...}``.
+1 anything else (a bug: the traceback is printed), 130 interrupted or cancelled. With
+``--progress json`` stdout carries the worker protocol of :mod:`backend.contract`: one JSON object
+per line, the last one ``{"stage": "done", ...}`` or ``{"stage": "error", "kind": ..., "message": ...}``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from backend import __version__
-from backend.errors import LandcoverError
+from backend.contract import (
+    EXIT_OK,
+    EXIT_USAGE,
+    PROGRESS_MODES,
+    RUNTIMES,
+    CancelledError,
+    DependencyError,
+    ErrorEvent,
+    InfoEvent,
+    InternalError,
+    LandcoverError,
+    SegmentArgs,
+    encode_event,
+)
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+#: How to install what the backend needs, for someone running it from the source tree.
+INSTALL_HINT = "run 'make setup' in the Landcover source tree and use .venv/bin/python"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,12 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--window", help="only this pixel window of the input: COL_OFF,ROW_OFF,WIDTH,HEIGHT")
     seg.add_argument("--resample", action="store_true", help="resample the input to the model's pixel size first")
     seg.add_argument("--confidence", metavar="PATH", help="also write the top-class probability raster here")
-    seg.add_argument("--runtime", default="auto",
+    seg.add_argument("--runtime", default="auto", choices=RUNTIMES,
                      help="inference runtime: auto|onnx|tensorflow (default auto: ONNX Runtime when the model has an "
                      "ONNX export and onnxruntime is installed, else TensorFlow)")
     seg.add_argument("--seed", type=int, default=0, help="random seed for untrained:... models (default 0)")
     seg.add_argument(
-        "--progress", choices=("bar", "json", "none"), default="bar",
+        "--progress", choices=PROGRESS_MODES, default="bar",
         help="bar (default), json (one JSON object per line on stdout, for the QGIS plugin) or none",
     )
 
@@ -85,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto (default): float16 where lossless, i.e. for bundles saved as float16; "
                      "float16: round all weights (smaller, ~1e-3 probability error); float32: no rounding")
 
+    doctor = sub.add_parser(
+        "doctor", help="check that this Python can run models (numpy, rasterio, ONNX Runtime or TensorFlow)",
+        description="Import what segmentation needs and report what is missing (exit 2) or which runtimes work.",
+    )
+    doctor.add_argument("--progress", choices=PROGRESS_MODES, default="bar",
+                        help="json: report as the worker protocol's last line, for the QGIS plugin")
+
     prev = sub.add_parser("preview", help="render orthophoto | land cover with legend side by side to a PNG")
     prev.add_argument("image", metavar="ORTHOPHOTO")
     prev.add_argument("classes", metavar="CLASSES", help="class GeoTIFF written by 'segment'")
@@ -97,25 +118,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     json_mode = getattr(args, "progress", None) == "json"
     signal.signal(signal.SIGTERM, _terminate)
+    commands = {"segment": _segment, "models": _models, "info": _info, "preview": _preview,
+                "export-onnx": _export_onnx, "doctor": _doctor}
     try:
-        return {"segment": _segment, "models": _models, "info": _info, "preview": _preview,
-                "export-onnx": _export_onnx}[args.command](args)
-    except LandcoverError as exc:
-        if json_mode:
-            print(json.dumps({"stage": "error", "message": str(exc)}), flush=True)
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return commands[args.command](args)
     except KeyboardInterrupt:
-        if json_mode:
-            print(json.dumps({"stage": "error", "message": "interrupted"}), flush=True)
-        print("interrupted: no output was written", file=sys.stderr)
-        return 130
+        return _report(CancelledError("interrupted: no output was written"), json_mode)
+    except ModuleNotFoundError as exc:
+        error = DependencyError(f"this Python ({sys.executable}) lacks the package {exc.name!r}; {INSTALL_HINT}")
+        return _report(error, json_mode)
+    except LandcoverError as exc:
+        return _report(exc, json_mode)
     except Exception as exc:  # noqa: BLE001 - last resort: a bug, report it fully
-        if json_mode:
-            print(json.dumps({"stage": "error", "message": f"internal error: {type(exc).__name__}: {exc}"}), flush=True)
         traceback.print_exc()
-        print(f"internal error ({type(exc).__name__}); please report it with the traceback above", file=sys.stderr)
-        return EXIT_ERROR
+        error = InternalError(f"internal error ({type(exc).__name__}: {exc}); please report it with the traceback")
+        return _report(error, json_mode)
+
+
+def _report(error: LandcoverError, json_mode: bool) -> int:
+    """The error's one line on stderr (and as the protocol's last line); its kind's exit code."""
+    if json_mode:
+        print(encode_event(ErrorEvent.from_error(error)), flush=True)
+    print(f"error: {error}" if error.kind != "cancelled" else str(error), file=sys.stderr)
+    return error.exit_code
 
 
 def _terminate(signum, frame) -> None:
@@ -127,25 +152,25 @@ def _segment(args: argparse.Namespace) -> int:
     from backend.bundle import resolve_model
     from backend.inference import segment
     from backend.progress import make_progress
-    from backend.raster_io import Window, parse_bands
+    from backend.raster_io import Window
 
-    bundle = resolve_model(args.model, seed=args.seed)
-    progress = make_progress(args.progress)
+    request = SegmentArgs.from_namespace(args)
+    bundle = resolve_model(request.model, seed=request.seed)
     result = segment(
-        args.input,
-        args.output,
+        request.input,
+        request.output,
         bundle,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        bands=parse_bands(args.bands),
-        window=Window.parse(args.window) if args.window else None,
-        resample=args.resample,
-        confidence_path=args.confidence,
-        progress=progress,
-        runtime=args.runtime,
+        overlap=request.overlap,
+        batch_size=request.batch_size,
+        bands=request.bands,
+        window=Window(*request.window) if request.window else None,
+        resample=request.resample,
+        confidence_path=request.confidence,
+        progress=make_progress(request.progress),
+        runtime=request.runtime,
     )
-    if args.progress == "json":
-        print(json.dumps(result.to_json()), flush=True)
+    if request.progress == "json":
+        print(encode_event(result.done_event()), flush=True)
     else:
         print(f"wrote {result.output} ({result.width} x {result.height} px, {result.tiles_predicted} tiles, "
               f"{result.seconds:.1f} s)", file=sys.stderr)
@@ -160,16 +185,16 @@ def _models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([
             {"key": m.key, "origin": m.origin, "path": str(m.path), "error": m.error,
-             "bundle": m.bundle.to_dict() if m.bundle else None}
+             "bundle": m.info.to_dict() if m.info else None}
             for m in listed
         ], indent=2))
         return EXIT_OK
     if not listed:
         print("no model bundles found in " + ", ".join(str(p) for _, p in model_search_dirs()))
     for m in listed:
-        if m.bundle:
-            gsd = f"{m.bundle.gsd_m:g} m/px" if m.bundle.gsd_m else "?"
-            print(f"{m.key:<20} {m.origin:<8} {m.bundle.architecture}/{m.bundle.backbone:<10} {gsd:<10} {m.path}")
+        if m.info:
+            gsd = f"{m.info.gsd_m:g} m/px" if m.info.gsd_m else "?"
+            print(f"{m.key:<20} {m.origin:<8} {m.info.architecture}/{m.info.backbone:<10} {gsd:<10} {m.path}")
         else:
             print(f"{m.key:<20} {m.origin:<8} UNREADABLE: {m.error}")
     print("also: untrained:ARCH:BACKBONE (random weights, for installation checks and benchmarks)")
@@ -205,3 +230,38 @@ def _preview(args: argparse.Namespace) -> int:
     out = render_preview(Path(args.image), Path(args.classes), Path(args.output), max_size=args.max_size)
     print(f"wrote {out}")
     return EXIT_OK
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """Import numpy, rasterio and a runtime; what is missing raises :class:`DependencyError`."""
+    import importlib
+
+    for name in ("numpy", "rasterio"):
+        importlib.import_module(name)  # ModuleNotFoundError becomes a DependencyError in main()
+    runtime = _first_runtime()
+    message = f"{sys.executable} can run models with the {runtime} runtime"
+    if args.progress == "json":
+        print(encode_event(InfoEvent(message)), flush=True)
+    else:
+        print(f"ok: {message}")
+    return EXIT_OK
+
+
+def _first_runtime() -> str:
+    """``onnx`` when onnxruntime imports, else ``tensorflow`` (seconds to import, so tried second)."""
+    from backend.onnx_runtime import import_onnxruntime
+    from backend.tf_import import import_segmentation_models
+
+    try:
+        import_onnxruntime()
+        return "onnx"
+    except DependencyError:
+        pass
+    try:
+        import_segmentation_models()
+        return "tensorflow"
+    except DependencyError:
+        raise DependencyError(
+            f"this Python ({sys.executable}) has neither onnxruntime nor TensorFlow with segmentation-models; "
+            f"{INSTALL_HINT}"
+        ) from None

@@ -1,9 +1,29 @@
-"""The backend's one user-facing exception type."""
+"""The backend's errors: one root with kinds a caller can act on, defined in :mod:`backend.contract`.
 
+Raise the kind that names what the user can do: :class:`InputError` (fix the input or an option),
+:class:`ModelError` (choose or repair the model), :class:`DependencyError` (install a package),
+:class:`OutputError` (another place, free space), :class:`CancelledError`; anything else is a bug.
+The CLI prints these without a traceback and reports the kind in the protocol's error event.
+"""
 
-class LandcoverError(Exception):
-    """A problem the user can fix: bad input, missing model, wrong option.
+from backend.contract import (
+    ERROR_KINDS,
+    CancelledError,
+    DependencyError,
+    InputError,
+    InternalError,
+    LandcoverError,
+    ModelError,
+    OutputError,
+)
 
-    The message names the problem and the fix in one line. The CLI prints it without a
-    traceback and exits with code 2; anything else is a bug and exits with code 1.
-    """
+__all__ = [
+    "ERROR_KINDS",
+    "CancelledError",
+    "DependencyError",
+    "InputError",
+    "InternalError",
+    "LandcoverError",
+    "ModelError",
+    "OutputError",
+]

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from backend.bundle import ModelBundle
-from backend.errors import LandcoverError
+from backend.contract import DoneEvent, OutputFiles, output_files
+from backend.errors import InputError, ModelError, OutputError
 from backend.outputs import (
     CONFIDENCE_NODATA,
     NODATA,
@@ -30,7 +31,6 @@ from backend.outputs import (
     pam_xml,
     qml_style,
     raster_profile,
-    sidecar_paths,
     write_class_metadata,
 )
 from backend.progress import Progress
@@ -54,13 +54,13 @@ class SegmentParams:
 
     def __post_init__(self) -> None:
         if not 0 <= self.overlap <= self.tile_size // 2:
-            raise LandcoverError(
+            raise InputError(
                 f"--overlap {self.overlap} must be between 0 and half the model's tile size ({self.tile_size // 2})"
             )
         if self.batch_size < 1:
-            raise LandcoverError(f"--batch-size {self.batch_size} must be at least 1")
+            raise InputError(f"--batch-size {self.batch_size} must be at least 1")
         if self.max_block_width < self.tile_size:
-            raise LandcoverError(f"block width {self.max_block_width} must be at least one tile ({self.tile_size})")
+            raise InputError(f"block width {self.max_block_width} must be at least one tile ({self.tile_size})")
 
     @classmethod
     def for_bundle(cls, bundle: ModelBundle, overlap: int | None = None, batch_size: int | None = None, **kw: Any):
@@ -85,25 +85,26 @@ class SegmentResult:
     seconds: float
     runtime: str
     confidence: Path | None = None
-    sidecars: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "stage": "done",
-            "output": str(self.output),
-            "confidence": str(self.confidence) if self.confidence else None,
-            "qml": str(self.sidecars.get("qml", "")),
-            "areas_csv": str(self.sidecars.get("areas_csv", "")),
-            "areas_json": str(self.sidecars.get("areas_json", "")),
-            "areas": self.areas.to_dict(),
-            "width": self.width,
-            "height": self.height,
-            "tiles": self.tiles_predicted,
-            "seconds": round(self.seconds, 3),
-            "runtime": self.runtime,
-            "warnings": self.warnings,
-        }
+    @property
+    def files(self) -> OutputFiles:
+        """The class raster and its sidecars."""
+        return output_files(self.output)
+
+    def done_event(self) -> DoneEvent:
+        """The protocol's last line for this run."""
+        return DoneEvent(
+            output=str(self.output),
+            areas=self.areas.to_dict(),
+            confidence=str(self.confidence) if self.confidence else None,
+            width=self.width,
+            height=self.height,
+            tiles=self.tiles_predicted,
+            seconds=round(self.seconds, 3),
+            runtime=self.runtime,
+            warnings=tuple(self.warnings),
+        )
 
 
 class _Accumulator:
@@ -203,7 +204,7 @@ def segment(
         max_block_width: widest column block processed at once (bounds memory on wide mosaics).
 
     Raises:
-        LandcoverError: for any problem with the inputs, the model or the output location.
+        LandcoverError: an :class:`InputError`, :class:`ModelError` or :class:`OutputError` naming the fix.
     """
     started = time.perf_counter()
     progress = progress or Progress()
@@ -212,7 +213,7 @@ def segment(
     output = check_output_path(Path(output_path), input_path)
     confidence = check_output_path(Path(confidence_path), input_path) if confidence_path else None
     if confidence is not None and confidence.resolve() == output.resolve():
-        raise LandcoverError("the confidence raster needs a different name than the class raster")
+        raise OutputError("the confidence raster needs a different name than the class raster")
     silence_rasterio_warnings()
 
     with _gdal_env(), RasterSource(input_path, bundle.input_bands, bands, window, bundle.gsd_m, resample) as source:
@@ -240,6 +241,42 @@ def segment(
     return result
 
 
+class _RowSink:
+    """Turns finished rows of blended probabilities into classes (and confidence), counts and writes them."""
+
+    def __init__(self, grid: TileGrid, height: int, num_classes: int, dst, conf_dst) -> None:
+        self.grid, self.height, self.num_classes = grid, height, num_classes
+        self.dst, self.conf_dst = dst, conf_dst
+        self.counts = np.zeros(num_classes, np.int64)
+        self.nodata_pixels = 0
+        self.block: ColumnBlock | None = None
+
+    def start_block(self, block: ColumnBlock) -> None:
+        """Rows handed over from now on belong to ``block``."""
+        self.block = block
+        self.writer = _AlignedWriter(self.dst, block.x0, block.x1, self.height)
+        self.conf_writer = _AlignedWriter(self.conf_dst, block.x0, block.x1, self.height) if self.conf_dst else None
+
+    def __call__(self, y0: int, probs: np.ndarray, valid: np.ndarray) -> None:
+        """Accumulator rows ``y0 .. y0 + len(probs)`` are final (rows outside the raster are padding)."""
+        block = self.block
+        lo, hi = max(0, y0), min(self.height, y0 + len(probs))
+        if hi <= lo:
+            return
+        xs = slice(block.x0 - block.acc_x0, block.x1 - block.acc_x0)
+        p = probs[lo - y0 : hi - y0, xs]
+        v = valid[lo - y0 : hi - y0, xs]
+        classes = p.argmax(axis=-1).astype(np.uint8)
+        classes[~v] = NODATA
+        self.counts += class_counts(classes, self.num_classes)
+        self.nodata_pixels += int((~v).sum())
+        self.writer.push(classes)
+        if self.conf_writer is not None:
+            conf = p.max(axis=-1) / self.grid.weight_sum(lo, hi, block.x0, block.x1)
+            conf[~v] = CONFIDENCE_NODATA
+            self.conf_writer.push(conf.astype(np.float32))
+
+
 def _segment_source(
     source: RasterSource,
     output: Path,
@@ -255,9 +292,6 @@ def _segment_source(
     grid = TileGrid(source.height, source.width, params.tile_size, params.overlap, NETWORK_STRIDE)
     blocks = grid.column_blocks(params.max_block_width)
     total = sum(len(b.tiles) for b in blocks) * grid.rows.count
-    num_classes = bundle.num_classes
-    counts = np.zeros(num_classes, np.int64)
-    nodata_pixels = 0
 
     tmp_out = outputs.reserve(output)
     tmp_conf = outputs.reserve(confidence) if confidence else None
@@ -273,54 +307,33 @@ def _segment_source(
             conf_dst.set_band_description(1, "top-class probability")
         try:
             progress.start("predict", total, f"{total} tiles of {params.tile_size} px, overlap {params.overlap} px")
-            done = 0
-            predicted = 0
+            sink = _RowSink(grid, source.height, bundle.num_classes, dst, conf_dst)
+            done = predicted = 0
             for block in blocks:
-                writer = _AlignedWriter(dst, block.x0, block.x1, source.height)
-                conf_writer = _AlignedWriter(conf_dst, block.x0, block.x1, source.height) if conf_dst else None
-
-                def finish(y0: int, probs: np.ndarray, valid: np.ndarray, block: ColumnBlock = block,
-                           writer=writer, conf_writer=conf_writer) -> None:
-                    nonlocal counts, nodata_pixels
-                    lo, hi = max(0, y0), min(source.height, y0 + len(probs))
-                    if hi <= lo:
-                        return
-                    xs = slice(block.x0 - block.acc_x0, block.x1 - block.acc_x0)
-                    p = probs[lo - y0 : hi - y0, xs]
-                    v = valid[lo - y0 : hi - y0, xs]
-                    classes = p.argmax(axis=-1).astype(np.uint8)
-                    classes[~v] = NODATA
-                    counts += class_counts(classes, num_classes)
-                    nodata_pixels += int((~v).sum())
-                    writer.push(classes)
-                    if conf_writer is not None:
-                        conf = p.max(axis=-1) / grid.weight_sum(lo, hi, block.x0, block.x1)
-                        conf[~v] = CONFIDENCE_NODATA
-                        conf_writer.push(conf.astype(np.float32))
-
-                for n_done, n_pred in _run_block(source, grid, block, bundle, params, runtime, finish):
+                sink.start_block(block)
+                for n_done, n_pred in _run_block(source, grid, block, bundle, params, runtime, sink):
                     done += n_done
                     predicted += n_pred
                     progress.advance(done)
         finally:
             if conf_dst is not None:
                 conf_dst.close()
-    if counts.sum() == 0:
-        raise LandcoverError(
+    if sink.counts.sum() == 0:
+        raise InputError(
             f"{source.path.name} has no valid pixels in the area to segment (all nodata or transparent)"
         )
     pixel_size = source.info.pixel_size_m
     areas = AreaSummary(
         classes=bundle.classes,
-        counts=tuple(int(c) for c in counts),
+        counts=tuple(int(c) for c in sink.counts),
         pixel_area_m2=None if pixel_size is None else pixel_size[0] * pixel_size[1],
-        nodata_pixels=nodata_pixels,
+        nodata_pixels=sink.nodata_pixels,
     )
-    sidecars = sidecar_paths(output)
-    outputs.write_text(sidecars["qml"], qml_style(bundle.classes))
-    outputs.write_text(sidecars["aux"], pam_xml(bundle.classes))
-    outputs.write_text(sidecars["areas_json"], _json(areas.to_dict()))
-    outputs.write_text(sidecars["areas_csv"], areas.to_csv())
+    files = output_files(output)
+    outputs.write_text(files.qml, qml_style(bundle.classes))
+    outputs.write_text(files.aux, pam_xml(bundle.classes))
+    outputs.write_text(files.areas_json, _json(areas.to_dict()))
+    outputs.write_text(files.areas_csv, areas.to_csv())
     return SegmentResult(
         output=output,
         areas=areas,
@@ -331,7 +344,6 @@ def _segment_source(
         seconds=0.0,
         runtime=getattr(runtime, "name", type(runtime).__name__),
         confidence=confidence,
-        sidecars={k: v for k, v in sidecars.items() if k != "aux"},
     )
 
 
@@ -354,7 +366,7 @@ def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, 
         batch = bundle.preprocessing.apply(np.stack([q[2] for q in queue]))
         probs = runtime.predict(batch)
         if probs.shape != (len(queue), tile, tile, bundle.num_classes):
-            raise LandcoverError(
+            raise ModelError(
                 f"the model returned shape {probs.shape}, expected {(len(queue), tile, tile, bundle.num_classes)}; "
                 "the bundle metadata does not match the network"
             )

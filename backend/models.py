@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from backend.bundle import ARCHITECTURES, ModelBundle
-from backend.errors import LandcoverError
+from backend.errors import ModelError
 from backend.tf_import import import_segmentation_models, import_tensorflow
 
 WEIGHTS_LAYOUT = "landcover-weights-1"
@@ -50,10 +50,10 @@ def build_model(
     """
     sm = import_segmentation_models()
     if architecture not in ARCHITECTURES:
-        raise LandcoverError(f"unknown architecture {architecture!r}; use one of {', '.join(ARCHITECTURES)}")
+        raise ModelError(f"unknown architecture {architecture!r}; use one of {', '.join(ARCHITECTURES)}")
     names = sm.get_available_backbone_names()
     if backbone not in names:
-        raise LandcoverError(f"unknown backbone {backbone!r}; use one of: {', '.join(sorted(names))}")
+        raise ModelError(f"unknown backbone {backbone!r}; use one of: {', '.join(sorted(names))}")
     local_weights: Path | None = None
     sm_weights: str | None = None
     if encoder_weights in (None, "", "none", "None"):
@@ -63,7 +63,7 @@ def build_model(
     else:
         local_weights = Path(encoder_weights).expanduser()
         if not local_weights.is_file():
-            raise LandcoverError(f"encoder weights file {local_weights} does not exist; pass an existing .h5 file")
+            raise ModelError(f"encoder weights file {local_weights} does not exist; pass an existing .h5 file")
     shape = (tile_size, tile_size, input_bands) if tile_size else (None, None, input_bands)
     cls = getattr(sm, architecture)
     kwargs: dict[str, Any] = {
@@ -73,12 +73,12 @@ def build_model(
         "input_shape": shape,
     }
     if sm_weights == "imagenet" and input_bands != 3:
-        raise LandcoverError("ImageNet encoder weights need 3 input bands; use encoder_weights none for other counts")
+        raise ModelError("ImageNet encoder weights need 3 input bands; use encoder_weights none for other counts")
     try:
         model = cls(backbone, **kwargs)
     except Exception as exc:  # sm/keras raise bare Exceptions for download failures
         if sm_weights == "imagenet":
-            raise LandcoverError(
+            raise ModelError(
                 f"ImageNet weights for {backbone} could not be downloaded ({type(exc).__name__}); this machine has no "
                 "internet: pass a local encoder weights file (e.g. --encoder-weights resnet18_imagenet_1000_no_top.h5) "
                 "or use encoder weights 'none'"
@@ -106,7 +106,7 @@ def load_encoder_weights(model: Any, path: Path) -> int:
                 wnames = [n.decode() if isinstance(n, bytes) else n for n in g.attrs.get("weight_names", [])]
                 by_layer[lname] = [np.asarray(g[w]) for w in wnames]
     except (OSError, KeyError) as exc:
-        raise LandcoverError(f"encoder weights file {path} is not a Keras .h5 weights file ({exc})") from exc
+        raise ModelError(f"encoder weights file {path} is not a Keras .h5 weights file ({exc})") from exc
     matched = 0
     for layer in model.layers:
         values = by_layer.get(layer.name)
@@ -117,7 +117,7 @@ def load_encoder_weights(model: Any, path: Path) -> int:
             layer.set_weights(values)
             matched += 1
     if matched == 0:
-        raise LandcoverError(
+        raise ModelError(
             f"no layer of the model matched the encoder weights in {path}; is it for the same backbone?"
         )
     return matched
@@ -152,7 +152,7 @@ def load_weights(model: Any, path: Path) -> None:
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise LandcoverError(
+        raise ModelError(
             f"weights file {path} cannot be read ({exc}); it is missing or corrupt, re-export it"
         ) from exc
     with f:
@@ -164,7 +164,7 @@ def load_weights(model: Any, path: Path) -> None:
         keys = sorted(group.keys())
         variables = model.weights
         if len(keys) != len(variables):
-            raise LandcoverError(
+            raise ModelError(
                 f"weights file {path} holds {len(keys)} arrays but the model described by the bundle has "
                 f"{len(variables)}; the metadata (architecture/backbone) does not match the weights"
             )
@@ -172,7 +172,7 @@ def load_weights(model: Any, path: Path) -> None:
         for key, var in zip(keys, variables, strict=False):
             arr = np.asarray(group[key])
             if tuple(arr.shape) != tuple(var.shape):
-                raise LandcoverError(_shape_mismatch_message(path, group[key].attrs.get("name", key), arr.shape, var))
+                raise ModelError(_shape_mismatch_message(path, group[key].attrs.get("name", key), arr.shape, var))
             values.append(arr.astype(var.dtype.as_numpy_dtype if hasattr(var.dtype, "as_numpy_dtype") else np.float32))
     model.set_weights(values)
 
@@ -191,7 +191,7 @@ def _load_keras_weights(model: Any, path: Path) -> None:
     try:
         model.load_weights(str(path))
     except (ValueError, OSError, KeyError) as exc:
-        raise LandcoverError(
+        raise ModelError(
             f"weights file {path} does not fit the model described by the bundle ({exc}); "
             "check architecture, backbone, classes and input bands"
         ) from exc

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from backend.bundle import ModelBundle, OnnxExport
-from backend.errors import LandcoverError
+from backend.errors import DependencyError, InputError, ModelError
 from backend.onnx_runtime import OnnxRuntime, file_sha256
 
 DEFAULT_OPSET = 17
@@ -93,14 +93,14 @@ def export_onnx(
         The updated bundle (already saved) and the check's figures.
     """
     if bundle.source is None or bundle.weights is None:
-        raise LandcoverError(
+        raise ModelError(
             f"model {bundle.name!r} is not a saved bundle (untrained models have no weights file); "
             "export a bundle .json with a weights file, e.g. one written by 'make train'"
         )
     if weights_dtype not in WEIGHTS_DTYPES:
-        raise LandcoverError(f"--weights-dtype {weights_dtype!r} is not one of {', '.join(WEIGHTS_DTYPES)}")
+        raise InputError(f"--weights-dtype {weights_dtype!r} is not one of {', '.join(WEIGHTS_DTYPES)}")
     if not 13 <= opset <= 20:
-        raise LandcoverError(f"--opset {opset} is outside 13..20 (tf2onnx 1.17 and ONNX Runtime 1.31); use 17")
+        raise InputError(f"--opset {opset} is outside 13..20 (tf2onnx 1.17 and ONNX Runtime 1.31); use 17")
     onnx, tf2onnx = _import_converters()
     from backend.models import build_from_bundle
     from backend.tf_import import import_tensorflow
@@ -114,7 +114,7 @@ def export_onnx(
         try:
             proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset, **nchw)
         except Exception as exc:  # tf2onnx raises assorted errors for unsupported graphs
-            raise LandcoverError(
+            raise ModelError(
                 f"tf2onnx could not convert {bundle.architecture}/{bundle.backbone} ({type(exc).__name__}: "
                 f"{str(exc)[:200]}); use --runtime tensorflow for this model"
             ) from exc
@@ -142,7 +142,7 @@ def export_onnx(
         # Check the file before it replaces a working export.
         diff, agreement = _compare_with_tensorflow(model, OnnxRuntime(replace(bundle, onnx=info)), bundle, check_tiles)
         if agreement < MIN_ARGMAX_AGREEMENT:
-            raise LandcoverError(
+            raise ModelError(
                 f"the ONNX export disagrees with TensorFlow on {100 * (1 - agreement):.2f} % of pixels "
                 f"(largest probability difference {diff:.1e}); export with --weights-dtype float32"
             )
@@ -197,7 +197,7 @@ def _import_converters() -> tuple[Any, Any]:
         import onnx
         import tf2onnx
     except ImportError as exc:
-        raise LandcoverError(
+        raise DependencyError(
             f"ONNX export needs tf2onnx and onnx ({exc}); install them with "
             "'.venv/bin/pip install tf2onnx==1.17.0 onnx==1.23.2' (or 'make setup')"
         ) from exc

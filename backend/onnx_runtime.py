@@ -16,7 +16,8 @@ from types import ModuleType
 import numpy as np
 
 from backend.bundle import ModelBundle
-from backend.errors import LandcoverError
+from backend.contract import ENV_THREADS
+from backend.errors import DependencyError, InputError, ModelError
 
 _INSTALL_HINT = (
     "install it with '.venv/bin/pip install onnxruntime==1.31.1' (or 'make setup'), or use --runtime tensorflow"
@@ -28,7 +29,7 @@ def import_onnxruntime() -> ModuleType:
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise LandcoverError(f"onnxruntime is not installed ({exc}); {_INSTALL_HINT}") from exc
+        raise DependencyError(f"onnxruntime is not installed ({exc}); {_INSTALL_HINT}") from exc
     # ORT logs warnings about harmless details of converted graphs on every session; errors still raise.
     ort.set_default_logger_severity(3)
     return ort
@@ -38,7 +39,7 @@ def onnxruntime_available() -> bool:
     """True when onnxruntime imports (used by ``--runtime auto``)."""
     try:
         import_onnxruntime()
-    except LandcoverError:
+    except DependencyError:
         return False
     return True
 
@@ -54,14 +55,14 @@ def file_sha256(path: Path) -> str:
 
 def inference_threads() -> int:
     """Threads for one inference call: ``$LANDCOVER_THREADS``, else the CPUs this process may run on."""
-    env = os.environ.get("LANDCOVER_THREADS", "").strip()
+    env = os.environ.get(ENV_THREADS, "").strip()
     if env:
         try:
             n = int(env)
         except ValueError:
-            raise LandcoverError(f"LANDCOVER_THREADS={env!r} is not a whole number; set e.g. 4 or unset it") from None
+            raise InputError(f"LANDCOVER_THREADS={env!r} is not a whole number; set e.g. 4 or unset it") from None
         if n < 1:
-            raise LandcoverError(f"LANDCOVER_THREADS={n} must be at least 1; set it to e.g. 4 or unset it")
+            raise InputError(f"LANDCOVER_THREADS={n} must be at least 1; set it to e.g. 4 or unset it")
         return n
     try:
         return len(os.sched_getaffinity(0))
@@ -73,23 +74,23 @@ def verified_onnx_path(bundle: ModelBundle) -> Path:
     """The bundle's ONNX file after checking it exists and matches the checksums in the bundle JSON."""
     fix = f"re-export it with 'python -m backend export-onnx {_model_arg(bundle)}' or use --runtime tensorflow"
     if bundle.onnx is None and bundle.is_untrained:
-        raise LandcoverError(f"model {bundle.name!r} is untrained (random weights) and has no ONNX export; "
+        raise ModelError(f"model {bundle.name!r} is untrained (random weights) and has no ONNX export; "
                              "use --runtime tensorflow or auto")
     if bundle.onnx is None:
-        raise LandcoverError(f"model {bundle.name!r} has no ONNX export; create it with "
+        raise ModelError(f"model {bundle.name!r} has no ONNX export; create it with "
                              f"'python -m backend export-onnx {_model_arg(bundle)}' or use --runtime tensorflow")
     path = bundle.onnx.file
     if not path.is_file():
-        raise LandcoverError(f"ONNX file {path} of model {bundle.name!r} is missing; {fix}")
+        raise ModelError(f"ONNX file {path} of model {bundle.name!r} is missing; {fix}")
     actual = file_sha256(path)
     if actual != bundle.onnx.sha256:
-        raise LandcoverError(
+        raise ModelError(
             f"ONNX file {path} does not match the checksum in the bundle JSON (sha256 {actual[:12]}..., "
             f"expected {bundle.onnx.sha256[:12]}...): it was changed or corrupted; {fix}"
         )
     if bundle.onnx.weights_sha256 and bundle.weights is not None and bundle.weights.is_file():
         if file_sha256(bundle.weights) != bundle.onnx.weights_sha256:
-            raise LandcoverError(
+            raise ModelError(
                 f"ONNX file {path} was exported from other weights than {bundle.weights.name} (retrained?); {fix}"
             )
     return path
@@ -130,7 +131,7 @@ class OnnxRuntime:
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-            raise LandcoverError(
+            raise ModelError(
                 f"ONNX file {path} cannot be loaded ({type(exc).__name__}: {str(exc)[:200]}); re-export it with "
                 f"'python -m backend export-onnx {_model_arg(bundle)}' or use --runtime tensorflow"
             ) from exc
@@ -138,12 +139,12 @@ class OnnxRuntime:
         self.threads = options.intra_op_num_threads
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(self.session.get_outputs()) != 1:
-            raise LandcoverError(f"ONNX file {path} must have one input and one output; re-export it")
+            raise ModelError(f"ONNX file {path} must have one input and one output; re-export it")
         self.input_name = inputs[0].name
         shape = inputs[0].shape
         bands_dim = shape[1] if self.layout == "NCHW" else shape[-1]
         if len(shape) != 4 or bands_dim != bundle.input_bands:
-            raise LandcoverError(
+            raise ModelError(
                 f"ONNX file {path} takes input {shape} ({self.layout}) but the bundle describes "
                 f"{bundle.input_bands} bands; re-export it with 'python -m backend export-onnx {_model_arg(bundle)}'"
             )

@@ -7,10 +7,7 @@ leaves a file that looks finished. The class raster is renamed last.
 
 from __future__ import annotations
 
-import csv
 import errno
-import io
-import json
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -19,27 +16,23 @@ from typing import Any
 
 import numpy as np
 
-from backend.bundle import ClassInfo
-from backend.errors import LandcoverError
+from backend.contract import (
+    NODATA,
+    TAG_CLASSES,
+    TAG_MODEL,
+    ClassInfo,
+    OutputFiles,
+    areas_csv,
+    areas_table,
+    classes_to_json,
+    output_files,
+    temp_path,
+)
+from backend.errors import OutputError
 
-NODATA = 255
 CONFIDENCE_NODATA = -1.0
 
-
-def sidecar_paths(output: Path) -> dict[str, Path]:
-    """Files written beside ``output``: QGIS style, class areas as JSON and CSV, GDAL PAM."""
-    stem = output.with_suffix("")
-    return {
-        "qml": stem.with_suffix(".qml"),
-        "areas_json": Path(f"{stem}.areas.json"),
-        "areas_csv": Path(f"{stem}.areas.csv"),
-        "aux": Path(f"{output}.aux.xml"),
-    }
-
-
-def temp_path(final: Path) -> Path:
-    """Hidden in-progress name beside ``final`` (same folder, so the rename is atomic)."""
-    return final.with_name(f".{final.name}.part-{os.getpid()}")
+__all__ = ["NODATA", "CONFIDENCE_NODATA", "OutputFiles", "output_files", "temp_path"]
 
 
 class OutputSet:
@@ -75,7 +68,7 @@ class OutputSet:
 
 
 class disk_errors:  # noqa: N801 - used as a context manager, reads like a statement
-    """Turn full-disk and permission errors into :class:`LandcoverError` naming the file and the fix."""
+    """Turn full-disk and permission errors into :class:`OutputError` naming the file and the fix."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -88,14 +81,14 @@ class disk_errors:  # noqa: N801 - used as a context manager, reads like a state
             return False
         text = str(exc)
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left" in text:
-            raise LandcoverError(
+            raise OutputError(
                 f"no space left on the disk while writing {self.path}; free space or write elsewhere"
             ) from exc
         if isinstance(exc, PermissionError) or "Permission denied" in text:
-            raise LandcoverError(f"no permission to write {self.path}; choose a folder you can write to") from exc
+            raise OutputError(f"no permission to write {self.path}; choose a folder you can write to") from exc
         if exc_type.__module__.startswith("rasterio") and ("write" in text.lower() or "disk" in text.lower()):
             reason = text.splitlines()[0][:200]
-            raise LandcoverError(f"writing {self.path} failed ({reason}); check free space") from exc
+            raise OutputError(f"writing {self.path} failed ({reason}); check free space") from exc
         return False
 
 
@@ -103,17 +96,17 @@ def check_output_path(output: Path, input_path: Path | None = None) -> Path:
     """Validate the output path before any work: .tif name, not the input, folder writable."""
     output = Path(output).expanduser()
     if output.suffix.lower() not in (".tif", ".tiff"):
-        raise LandcoverError(f"output {output} must be a GeoTIFF name ending in .tif")
+        raise OutputError(f"output {output} must be a GeoTIFF name ending in .tif")
     if input_path is not None and output.exists() and Path(input_path).exists():
         if output.resolve() == Path(input_path).resolve():
-            raise LandcoverError("the output would overwrite the input raster; choose another output name")
+            raise OutputError("the output would overwrite the input raster; choose another output name")
     parent = output.parent if str(output.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LandcoverError(f"cannot create the output folder {parent} ({exc.strerror}); choose another") from exc
+        raise OutputError(f"cannot create the output folder {parent} ({exc.strerror}); choose another") from exc
     if not os.access(parent, os.W_OK):
-        raise LandcoverError(f"cannot write into {parent}; choose a folder you can write to")
+        raise OutputError(f"cannot write into {parent}; choose a folder you can write to")
     return output
 
 
@@ -152,10 +145,7 @@ def write_class_metadata(dst, classes: tuple[ClassInfo, ...], model_name: str) -
     dst.write_colormap(1, colormap)
     dst.set_band_description(1, "land cover class")
     dst.update_tags(1, **{f"CLASS_{c.id}": c.name for c in classes})
-    dst.update_tags(
-        LANDCOVER_MODEL=model_name,
-        LANDCOVER_CLASSES=json.dumps([{"id": c.id, "name": c.name, "color": list(c.color)} for c in classes]),
-    )
+    dst.update_tags(**{TAG_MODEL: model_name, TAG_CLASSES: classes_to_json(classes)})
 
 
 def pam_xml(classes: tuple[ClassInfo, ...]) -> str:
@@ -208,36 +198,15 @@ class AreaSummary:
     def valid_pixels(self) -> int:
         return int(sum(self.counts))
 
-    def rows(self) -> list[dict[str, Any]]:
-        total = self.valid_pixels
-        out = []
-        for c, n in zip(self.classes, self.counts, strict=False):
-            out.append(
-                {
-                    "id": c.id,
-                    "name": c.name,
-                    "pixels": int(n),
-                    "area_m2": None if self.pixel_area_m2 is None else round(n * self.pixel_area_m2, 3),
-                    "percent": round(100.0 * n / total, 4) if total else 0.0,
-                }
-            )
-        return out
-
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "classes": self.rows(),
-            "pixel_area_m2": self.pixel_area_m2,
-            "valid_pixels": self.valid_pixels,
-            "nodata_pixels": self.nodata_pixels,
-        }
+        """The ``areas`` object (see :func:`backend.contract.areas_table`)."""
+        return areas_table(self.classes, self.counts, self.pixel_area_m2, self.nodata_pixels)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return self.to_dict()["classes"]
 
     def to_csv(self) -> str:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["id", "name", "pixels", "area_m2", "percent"], lineterminator="\n")
-        writer.writeheader()
-        for row in self.rows():
-            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        return buf.getvalue()
+        return areas_csv(self.to_dict())
 
     def table(self) -> str:
         """Human-readable table for the terminal."""

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.errors import LandcoverError
+from backend.contract import TAG_CLASSES, classes_from_dicts
+from backend.errors import InputError, LandcoverError
 from backend.outputs import NODATA, temp_path
 
 
@@ -26,7 +27,7 @@ def _read_decimated(path: Path, max_size: int, bands: list[int] | None = None, n
                             resampling=Resampling.nearest if nearest else Resampling.average)
             tags = src.tags()
     except rasterio.errors.RasterioIOError as exc:
-        raise LandcoverError(f"cannot read {path} ({exc}); check the path") from exc
+        raise InputError(f"cannot read {path} ({exc}); check the path") from exc
     return data, tags
 
 
@@ -43,9 +44,9 @@ def render_preview(image: Path, classes: Path, output: Path, max_size: int = 102
     rgb, _ = _read_decimated(image, max_size)
     cls, tags = _read_decimated(classes, max_size, bands=[1], nearest=True)
     try:
-        class_list = json.loads(tags["LANDCOVER_CLASSES"])
-    except (KeyError, json.JSONDecodeError):
-        raise LandcoverError(f"{classes} carries no class metadata; pass a class raster written by 'segment'") from None
+        class_list = classes_from_dicts(json.loads(tags[TAG_CLASSES]))
+    except (KeyError, json.JSONDecodeError, LandcoverError):
+        raise InputError(f"{classes} carries no class metadata; pass a class raster written by 'segment'") from None
     rgb = np.moveaxis(rgb, 0, -1)
     if rgb.dtype != np.uint8:
         lo, hi = np.percentile(rgb, [2, 98])
@@ -55,7 +56,7 @@ def render_preview(image: Path, classes: Path, output: Path, max_size: int = 102
     cls = cls[0]
     lut = np.full((256, 4), 0, np.uint8)
     for c in class_list:
-        lut[c["id"]] = (*c["color"], 255)
+        lut[c.id] = (*c.color, 255)
     coloured = lut[cls]
     valid = cls != NODATA
     total = max(1, int(valid.sum()))
@@ -68,8 +69,8 @@ def render_preview(image: Path, classes: Path, output: Path, max_size: int = 102
     for ax in axes:
         ax.set_axis_off()
     handles = [
-        Patch(facecolor=np.array(c["color"]) / 255, edgecolor="black",
-              label=f"{c['name']} ({100 * np.count_nonzero(cls == c['id']) / total:.1f} %)")
+        Patch(facecolor=np.array(c.color) / 255, edgecolor="black",
+              label=f"{c.name} ({100 * np.count_nonzero(cls == c.id) / total:.1f} %)")
         for c in class_list
     ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=11)

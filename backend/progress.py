@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Any, TextIO
+from typing import TextIO
+
+from backend.contract import Event, InfoEvent, ProgressEvent, WarningEvent, encode_event
 
 
 class Progress:
@@ -27,7 +28,7 @@ class Progress:
 
 
 class JsonProgress(Progress):
-    """One JSON object per line on ``stream``: the worker protocol the QGIS plugin reads."""
+    """One JSON object per line on ``stream``: the worker protocol (:mod:`backend.contract`) the plugin reads."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
@@ -35,24 +36,24 @@ class JsonProgress(Progress):
         self.total = 0
         self._last = -1
 
-    def emit(self, **obj: Any) -> None:
-        self.stream.write(json.dumps(obj) + "\n")
+    def emit(self, event: Event) -> None:
+        self.stream.write(encode_event(event) + "\n")
         self.stream.flush()
 
     def start(self, stage: str, total: int, message: str = "") -> None:
         self.stage, self.total, self._last = stage, total, -1
-        self.emit(stage=stage, done=0, total=total, message=message)
+        self.emit(ProgressEvent(stage, 0, total, message))
 
     def advance(self, done: int) -> None:
         if done != self._last:
             self._last = done
-            self.emit(stage=self.stage, done=done, total=self.total, message="")
+            self.emit(ProgressEvent(self.stage, done, self.total))
 
     def warn(self, message: str) -> None:
-        self.emit(stage="warning", done=0, total=0, message=message)
+        self.emit(WarningEvent(message))
 
     def info(self, message: str) -> None:
-        self.emit(stage="info", done=0, total=0, message=message)
+        self.emit(InfoEvent(message))
 
 
 class BarProgress(Progress):

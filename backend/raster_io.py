@@ -11,8 +11,8 @@ Rules (also in the README):
   floats within 0..1 are multiplied by 255; anything else is stretched per band linearly from its
   2nd to its 98th percentile (taken on a decimated read) to 0..255. NaN is invalid.
 - Pixel size: converted to metres (projected CRS by its unit, geographic CRS at the centre
-  latitude) and compared with the model's; more than 2x off gives a warning, ``resample_to_m``
-  warps on the fly (bilinear) to the model's resolution.
+  latitude) and compared with the model's; more than ``GSD_TOLERANCE`` (2x, in :mod:`backend.contract`)
+  off gives a warning, ``resample`` warps on the fly (bilinear) to the model's resolution.
 """
 
 from __future__ import annotations
@@ -25,16 +25,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from backend.errors import LandcoverError
+from backend.contract import degrees_to_metres, gsd_is_far, gsd_ratio
+from backend.errors import InputError
 
 if TYPE_CHECKING:
     from affine import Affine
 
-GSD_TOLERANCE = 2.0  # warn when the raster's pixel size is more than this factor off the model's
 MAX_PIXELS = 2_000_000_000  # refuse (resampled) rasters larger than this: hours of CPU, likely a mistake
 _STATS_SIZE = 1024  # long side of the decimated read used for the percentile stretch
-_METRES_PER_DEGREE_LAT = 110_574.0
-_METRES_PER_DEGREE_LON_EQUATOR = 111_320.0
 
 
 @dataclass(frozen=True)
@@ -48,20 +46,9 @@ class Window:
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.height < 1 or self.col_off < 0 or self.row_off < 0:
-            raise LandcoverError(
+            raise InputError(
                 f"window {self.as_text()} must have col_off,row_off >= 0 and width,height >= 1"
             )
-
-    @classmethod
-    def parse(cls, text: str) -> Window:
-        """Parse ``COL_OFF,ROW_OFF,WIDTH,HEIGHT``."""
-        try:
-            values = [int(v) for v in text.split(",")]
-        except ValueError:
-            values = []
-        if len(values) != 4:
-            raise LandcoverError(f"--window {text!r} must be four integers COL_OFF,ROW_OFF,WIDTH,HEIGHT")
-        return cls(*values)
 
     def as_text(self) -> str:
         return f"{self.col_off},{self.row_off},{self.width},{self.height}"
@@ -72,19 +59,6 @@ class Window:
         return RioWindow(self.col_off, self.row_off, self.width, self.height)
 
 
-def parse_bands(text: str | None) -> tuple[int, ...] | None:
-    """Parse ``--bands 1,2,3`` (1-based band numbers)."""
-    if text is None or text == "":
-        return None
-    try:
-        bands = tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise LandcoverError(f"--bands {text!r} must be comma-separated band numbers, e.g. 1,2,3") from None
-    if any(b < 1 for b in bands):
-        raise LandcoverError(f"--bands {text!r}: band numbers start at 1")
-    return bands
-
-
 def pixel_size_m(crs, transform, width: int, height: int) -> tuple[float, float] | None:
     """Pixel width and height in metres, or None without a CRS (or with a unit we cannot convert)."""
     if crs is None:
@@ -92,12 +66,7 @@ def pixel_size_m(crs, transform, width: int, height: int) -> tuple[float, float]
     px = math.hypot(transform.a, transform.d)
     py = math.hypot(transform.b, transform.e)
     if crs.is_geographic:
-        lat = (transform @ (width / 2, height / 2))[1]
-        lat = max(-89.9, min(89.9, lat))
-        return (
-            px * _METRES_PER_DEGREE_LON_EQUATOR * math.cos(math.radians(lat)),
-            py * _METRES_PER_DEGREE_LAT,
-        )
+        return degrees_to_metres(px, py, (transform @ (width / 2, height / 2))[1])
     try:
         factor = crs.linear_units_factor[1]
     except Exception:  # noqa: BLE001 - rasterio raises CRSError or ValueError for odd units
@@ -146,11 +115,11 @@ class RasterSource:
 
         self.path = Path(path)
         if not self.path.exists() and "://" not in str(path) and not str(path).startswith("/vsi"):
-            raise LandcoverError(f"input raster {self.path} does not exist; check the path")
+            raise InputError(f"input raster {self.path} does not exist; check the path")
         try:
             self._src = rasterio.open(str(path))
         except RasterioIOError as exc:
-            raise LandcoverError(
+            raise InputError(
                 f"cannot read {self.path} as a raster ({_gdal_reason(exc)}); is it a GeoTIFF or another GDAL format, "
                 "and not truncated?"
             ) from exc
@@ -171,7 +140,7 @@ class RasterSource:
         """Validate the opened raster and set what :meth:`read` needs.
 
         Raises:
-            LandcoverError: on the first check the input fails (bands, window, resampling, size, valid pixels).
+            InputError: on the first check the input fails (bands, window, resampling, size, valid pixels).
         """
         self.bands, info_warnings = self._choose_bands(model_bands, bands)
         win = self._clip_window(window)
@@ -197,7 +166,7 @@ class RasterSource:
             ``(bands, warnings)``; the warning says which bands were taken when there were more.
 
         Raises:
-            LandcoverError: too few data bands, or ``bands`` of the wrong length or naming missing bands.
+            InputError: too few data bands, or ``bands`` of the wrong length or naming missing bands.
         """
         from rasterio.enums import ColorInterp
 
@@ -206,13 +175,13 @@ class RasterSource:
         data_bands = [b for b in range(1, src.count + 1) if b not in alpha]
         if bands is not None:
             if len(bands) != model_bands:
-                raise LandcoverError(f"--bands lists {len(bands)} band(s) but the model needs {model_bands}")
+                raise InputError(f"--bands lists {len(bands)} band(s) but the model needs {model_bands}")
             bad = [b for b in bands if b > src.count]
             if bad:
-                raise LandcoverError(f"--bands {bad} do not exist: {self.path.name} has {src.count} band(s)")
+                raise InputError(f"--bands {bad} do not exist: {self.path.name} has {src.count} band(s)")
             return tuple(bands), []
         if len(data_bands) < model_bands:
-            raise LandcoverError(
+            raise InputError(
                 f"{self.path.name} has {len(data_bands)} data band(s) but the model needs {model_bands} "
                 f"(RGB); use a {model_bands}-band orthophoto"
                 # --bands can only help when the raster has enough bands once alpha bands are counted.
@@ -230,7 +199,7 @@ class RasterSource:
         """The pixel window to segment: ``window`` cut to the raster's extent, or the whole raster.
 
         Raises:
-            LandcoverError: ``window`` lies entirely outside the raster.
+            InputError: ``window`` lies entirely outside the raster.
         """
         from rasterio.windows import Window as RioWindow
 
@@ -243,7 +212,7 @@ class RasterSource:
         try:
             w = window.as_rasterio().intersection(full)
         except Exception:  # noqa: BLE001 - rasterio raises WindowError for disjoint windows
-            raise LandcoverError(
+            raise InputError(
                 f"window {window.as_text()} lies outside the raster ({src.width} x {src.height} px)"
             ) from None
         return Window(int(w.col_off), int(w.row_off), int(w.width), int(w.height))
@@ -280,10 +249,10 @@ class RasterSource:
             ``(resampled, warnings)``.
 
         Raises:
-            LandcoverError: resampling asked for a raster without a CRS, or making too large a raster.
+            InputError: resampling asked for a raster without a CRS, or making too large a raster.
         """
         if size_m is not None and model_gsd_m:
-            ratio = math.sqrt(size_m[0] * size_m[1]) / model_gsd_m
+            ratio = gsd_ratio(size_m, model_gsd_m)
             # No warp within 0.1 % of the model's pixel size: it would give about the same pixel grid.
             if resample and not (0.999 < ratio < 1.001):
                 self._warp_to(model_gsd_m, size_m, transform, win)
@@ -291,20 +260,20 @@ class RasterSource:
                     f"resampled from {_fmt_m(size_m)} to the model's {model_gsd_m:g} m pixels "
                     f"({self.width} x {self.height} px)"
                 ]
-            if ratio > GSD_TOLERANCE or ratio < 1 / GSD_TOLERANCE:
+            if gsd_is_far(size_m, model_gsd_m):
                 return False, [
                     f"pixel size {_fmt_m(size_m)} is {_fmt_ratio(ratio)} the model's {model_gsd_m:g} m: "
                     "objects will not look like they did in training and results will be poor; "
                     "resample to the model's resolution (--resample, or Resample in the QGIS dialog)"
                 ]
         elif resample and self._src.crs is None:
-            raise LandcoverError(f"--resample needs a CRS, and {self.path.name} has none; assign one in QGIS or GDAL")
+            raise InputError(f"--resample needs a CRS, and {self.path.name} has none; assign one in QGIS or GDAL")
         return False, []
 
     def _check_pixel_count(self) -> None:
         """Refuse an area to segment larger than :data:`MAX_PIXELS`."""
         if self.height * self.width > MAX_PIXELS:
-            raise LandcoverError(
+            raise InputError(
                 f"the raster to segment would be {self.width} x {self.height} px, more than {MAX_PIXELS:,} pixels; "
                 "choose a smaller area (--window) or a model made for this resolution"
             )
@@ -336,7 +305,7 @@ class RasterSource:
         width = max(1, round(win.width * size_m[0] / model_gsd_m))
         height = max(1, round(win.height * size_m[1] / model_gsd_m))
         if width * height > MAX_PIXELS:
-            raise LandcoverError(
+            raise InputError(
                 f"resampling to {model_gsd_m:g} m would make a {width} x {height} px raster; "
                 "choose a smaller area (--window) or a model made for this resolution"
             )
@@ -375,7 +344,7 @@ class RasterSource:
         ).astype(np.float64)
         values = np.ma.masked_invalid(sample)
         if values.count() == 0:
-            raise LandcoverError(f"{self.path.name} has no valid pixels (all nodata) in the area to segment")
+            raise InputError(f"{self.path.name} has no valid pixels (all nodata) in the area to segment")
         vmin, vmax = float(values.min()), float(values.max())
         if vmin >= 0 and vmax <= 255 and (dtype.kind in "iu" or vmax > 1):
             return _Scaling("none", note=f"values {vmin:g}..{vmax:g} used as 8-bit")
@@ -412,7 +381,7 @@ class RasterSource:
             data = self._ds.read(list(self.bands), window=win)
             masks = self._ds.read_masks(list(self.bands), window=win) if self._masked else None
         except Exception as exc:  # noqa: BLE001 - GDAL read errors surface as various rasterio errors
-            raise LandcoverError(
+            raise InputError(
                 f"reading {self.path.name} failed at rows {r0}-{r1}, columns {c0}-{c1} ({_gdal_reason(exc)}); "
                 "the file may be truncated or corrupt"
             ) from exc

@@ -12,9 +12,8 @@ from typing import Protocol
 import numpy as np
 
 from backend.bundle import ModelBundle
-from backend.errors import LandcoverError
-
-RUNTIMES = ("auto", "onnx", "tensorflow")
+from backend.contract import RUNTIMES
+from backend.errors import InputError
 
 
 class Runtime(Protocol):
@@ -64,7 +63,7 @@ def make_runtime(bundle: ModelBundle, kind: str = "auto") -> Runtime:
     ONNX file is an error either way (it no longer matches the bundle).
     """
     if kind not in RUNTIMES:
-        raise LandcoverError(f"unknown runtime {kind!r}; use one of {', '.join(RUNTIMES)}")
+        raise InputError(f"unknown runtime {kind!r}; use one of {', '.join(RUNTIMES)}")
     from backend.onnx_runtime import OnnxRuntime, onnxruntime_available
 
     has_onnx = bundle.onnx is not None and bundle.onnx.file.is_file()

@@ -12,16 +12,16 @@ import os
 import sys
 from types import ModuleType
 
-from backend.errors import LandcoverError
+from backend.contract import TENSORFLOW_ENV
+from backend.errors import DependencyError
 
 _INSTALL_HINT = "run 'make setup' (or: .venv/bin/pip install -r requirements.txt) and use the .venv python"
 
 
 def configure_environment() -> None:
     """Set the variables TensorFlow and segmentation_models read at import time."""
-    os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name, value in TENSORFLOW_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 def import_tensorflow() -> ModuleType:
@@ -30,7 +30,7 @@ def import_tensorflow() -> ModuleType:
     try:
         import tensorflow as tf
     except ImportError as exc:
-        raise LandcoverError(f"TensorFlow is not installed in this Python ({exc}); {_INSTALL_HINT}") from exc
+        raise DependencyError(f"TensorFlow is not installed in this Python ({exc}); {_INSTALL_HINT}") from exc
     return tf
 
 
@@ -40,7 +40,7 @@ def import_keras() -> ModuleType:
     try:
         import tf_keras
     except ImportError as exc:
-        raise LandcoverError(f"tf-keras is not installed ({exc}); {_INSTALL_HINT}") from exc
+        raise DependencyError(f"tf-keras is not installed ({exc}); {_INSTALL_HINT}") from exc
     return tf_keras
 
 
@@ -52,5 +52,5 @@ def import_segmentation_models() -> ModuleType:
         with contextlib.redirect_stdout(sys.stderr):
             import segmentation_models as sm
     except ImportError as exc:
-        raise LandcoverError(f"segmentation-models is not installed ({exc}); {_INSTALL_HINT}") from exc
+        raise DependencyError(f"segmentation-models is not installed ({exc}); {_INSTALL_HINT}") from exc
     return sm

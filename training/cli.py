@@ -1,7 +1,7 @@
 """``python -m training <step> ...``: one subcommand per pipeline step, plus ``run`` for all of them.
 
-User errors (:class:`TrainingError`, the backend's ``LandcoverError``) print one line and exit 2;
-anything else is a bug and exits 1 with a traceback.
+User errors (any :class:`~backend.errors.LandcoverError` kind, :class:`TrainingError` among them) print
+one line and exit with the kind's code (2); anything else is a bug and exits 1 with a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.errors import TrainingError
+from training.errors import LandcoverError, TrainingError
 
 
 def _p(path: str) -> Path:
@@ -196,13 +196,11 @@ def _read_json(path: Path) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from backend.errors import LandcoverError
-
     try:
         return run_command(args)
-    except (TrainingError, LandcoverError) as exc:
+    except LandcoverError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

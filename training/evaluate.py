@@ -91,7 +91,7 @@ def evaluate_orthophotos(
         try:
             result = segment(image, out, bundle, overlap=params.overlap, batch_size=params.batch_size)
         except LandcoverError as exc:
-            raise TrainingError(f"backend segmentation of {name} failed: {exc}") from exc
+            raise type(exc)(f"backend segmentation of {name} failed: {exc}") from exc
         with rasterio.open(result.output) as src:
             pred = src.read(1)
         with rasterio.open(mask_path) as src:

@@ -126,4 +126,4 @@ def export_bundle(
             export_onnx(load_bundle(json_path), deepness=params.deepness)
         return json_path
     except LandcoverError as exc:
-        raise TrainingError(f"export failed: {exc}") from exc
+        raise type(exc)(f"export failed: {exc}") from exc

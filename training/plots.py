@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.bundle import LANDCOVER_CLASSES
+from backend.contract import LANDCOVER_CLASSES
 
 
 def _pyplot() -> Any:
@@ -84,8 +84,8 @@ def plot_confusion(cm: np.ndarray, class_names: list[str], path: Path) -> Path:
 def colorize(mask: np.ndarray) -> np.ndarray:
     """Class ids to the bundle's class colours (unknown ids black)."""
     palette = np.zeros((256, 3), np.uint8)
-    for cid, _, color in LANDCOVER_CLASSES:
-        palette[cid] = color
+    for c in LANDCOVER_CLASSES:
+        palette[c.id] = c.color
     return palette[np.asarray(mask, np.uint8)]
 
 

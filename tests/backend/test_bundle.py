@@ -81,7 +81,7 @@ def test_models_are_found_by_key_name_and_path_in_the_user_folder(tmp_path, monk
     monkeypatch.setenv("LANDCOVER_MODELS_DIR", str(tmp_path))
     path = _bundle_dir(tmp_path)
     keys = {m.key: m for m in list_models()}
-    assert keys["mymodel"].origin == "user" and keys["mymodel"].bundle.name == "my-model"
+    assert keys["mymodel"].origin == "user" and keys["mymodel"].info.name == "my-model"
     assert resolve_model("mymodel").source == path
     assert resolve_model("my-model").source == path
     assert resolve_model(str(path)).source == path
@@ -93,6 +93,6 @@ def test_unreadable_user_bundle_is_listed_with_its_error(tmp_path, monkeypatch):
     monkeypatch.setenv("LANDCOVER_MODELS_DIR", str(tmp_path))
     _bundle_dir(tmp_path, architecture="Nope")
     listed = [m for m in list_models() if m.origin == "user"]
-    assert listed[0].bundle is None and "unknown architecture" in listed[0].error
+    assert listed[0].info is None and "unknown architecture" in listed[0].error
     with pytest.raises(LandcoverError, match="unknown architecture"):
         resolve_model("mymodel")

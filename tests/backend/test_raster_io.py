@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backend.errors import LandcoverError
-from backend.raster_io import RasterSource, Window, parse_bands, pixel_size_m
+from backend.raster_io import RasterSource, Window, pixel_size_m
 from tests.data.rasters import random_rgb, write_raster
 
 
@@ -131,20 +131,6 @@ def test_window_outside_the_raster_is_refused(tmp_path):
         RasterSource(path, 3, window=Window(50, 50, 5, 5))
     with RasterSource(path, 3, window=Window(5, 5, 50, 50)) as src:  # clipped to the raster
         assert (src.height, src.width) == (5, 5)
-
-
-@pytest.mark.parametrize("text", ["1,2", "a,b,c,d", "1,2,3,4,5"])
-def test_window_text_must_be_four_integers(text):
-    with pytest.raises(LandcoverError, match="COL_OFF"):
-        Window.parse(text)
-
-
-def test_parse_bands():
-    assert parse_bands("3,2,1") == (3, 2, 1) and parse_bands(None) is None
-    with pytest.raises(LandcoverError):
-        parse_bands("0,1,2")
-    with pytest.raises(LandcoverError):
-        parse_bands("r,g,b")
 
 
 def test_missing_and_corrupt_files_are_refused_clearly(tmp_path):
