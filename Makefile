@@ -6,7 +6,6 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 APT_PACKAGES := python3-venv python3-qgis qgis qgis-providers gdal-bin time
-SHARED      ?= $(abspath ../shared)
 CONFIG      ?= training/configs/default.yaml
 DEMO_OUT    := out/demo
 DEMO_IMAGE  := demo/orthophoto.tif
@@ -16,15 +15,15 @@ export SM_FRAMEWORK := tf.keras
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export QT_QPA_PLATFORM := offscreen
-export LANDCOVER_SHARED ?= $(SHARED)
 export LANDCOVER_PYTHON ?= $(abspath $(PY))
 export PYTHONPATH := $(abspath .)
 
-.PHONY: help setup apt test lint bench demo train smoke package screenshot clean
+.PHONY: help setup apt test test-fast lint bench demo train smoke package screenshot clean
 
 help:
 	@echo "make demo     set up, then segment the bundled demo orthophoto with the default model into $(DEMO_OUT)/"
 	@echo "make test     set up, then run every test (backend, training, plugin), slow ones included"
+	@echo "make test-fast  set up, then run the quick tier (pytest -m 'not slow'), for the edit-test loop"
 	@echo "make setup    install Debian packages (as root), create $(VENV), install pinned Python packages"
 	@echo "make lint     ruff"
 	@echo "make bench    run the benchmarks (results printed and written to benchmarks/results/)"
@@ -53,6 +52,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 test: setup
 	$(PY) -m pytest -p no:pytest_qgis -p no:cacheprovider tests/backend tests/training
 	@if [ -d tests/plugin ]; then $(PY) -m pytest -p no:cacheprovider tests/plugin; fi
+
+test-fast: setup
+	$(PY) -m pytest -p no:pytest_qgis -p no:cacheprovider -m "not slow" tests/backend tests/training
+	@if [ -d tests/plugin ]; then $(PY) -m pytest -p no:cacheprovider -m "not slow" tests/plugin; fi
 
 lint: setup
 	$(VENV)/bin/ruff check backend training landcover_plugin tests benchmarks scripts

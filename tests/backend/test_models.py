@@ -15,6 +15,7 @@ def unet():
     return build_model("Unet", "resnet18", 5)
 
 
+@pytest.mark.slow
 def test_float16_weights_round_trip_predicts_the_same_classes(tmp_path, unet):
     path = save_weights(unet, tmp_path / "w.weights.h5")
     bundle = ModelBundle(name="t", architecture="Unet", backbone="resnet18", weights=path)
@@ -26,6 +27,7 @@ def test_float16_weights_round_trip_predicts_the_same_classes(tmp_path, unet):
     assert not list(tmp_path.glob("*.part"))
 
 
+@pytest.mark.slow
 def test_float32_weights_round_trip_is_exact(tmp_path, unet):
     path = save_weights(unet, tmp_path / "w.h5", dtype="float32")
     other = build_model("Unet", "resnet18", 5)
@@ -34,18 +36,21 @@ def test_float32_weights_round_trip_is_exact(tmp_path, unet):
         np.testing.assert_array_equal(v1.numpy(), v2.numpy())
 
 
+@pytest.mark.slow
 def test_weights_of_another_class_count_are_refused_naming_the_cause(tmp_path, unet):
     path = save_weights(unet, tmp_path / "w.h5")
     with pytest.raises(LandcoverError, match="5 outputs but the metadata lists 6 classes"):
         load_weights(build_model("Unet", "resnet18", 6), path)
 
 
+@pytest.mark.slow
 def test_weights_of_another_architecture_are_refused(tmp_path, unet):
     path = save_weights(unet, tmp_path / "w.h5")
     with pytest.raises(LandcoverError, match="does not match"):
         load_weights(build_model("Linknet", "resnet18", 5), path)
 
 
+@pytest.mark.slow
 def test_corrupt_weights_file_is_refused(tmp_path, unet):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"\x89HDF\r\n" + b"0" * 100)
@@ -58,6 +63,7 @@ def test_unknown_backbone_lists_the_choices():
         build_model("Unet", "resnet9", 5)
 
 
+@pytest.mark.slow
 def test_local_encoder_weights_are_loaded_into_the_encoder(tmp_path, unet):
     # A classification-style weights file: the encoder's layers saved by name (like ImageNet no-top files).
     from backend.tf_import import import_keras

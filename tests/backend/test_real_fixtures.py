@@ -1,4 +1,4 @@
-"""The real rasters of shared/fixtures/real segment end to end (random network: georeferencing,
+"""The real rasters of tests/data/real segment end to end (random network: georeferencing,
 masks and warnings are checked, not land-cover accuracy)."""
 
 from __future__ import annotations

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 from qgis.core import QgsProject, QgsSettings
 
-from tests.plugin.helpers import shared_real_dir
-
 
 @pytest.fixture(scope="session")
-def real_dir() -> Path:
-    return shared_real_dir()
+def real_dir(real_fixtures: Path) -> Path:
+    """The real GeoTIFFs in tests/data/real/ (``real_fixtures`` from tests/conftest.py)."""
+    return real_fixtures
 
 
 def _crop(src: Path, dst: Path, col: int, row: int, width: int, height: int, bands: list[int] | None = None) -> Path:

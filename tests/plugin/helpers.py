@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -11,17 +10,6 @@ from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsTask
 
 REPO = Path(__file__).resolve().parents[2]
 UNTRAINED = "untrained:Unet:resnet18"
-
-
-def shared_real_dir() -> Path:
-    """``../shared/fixtures/real`` beside the repository, or ``$LANDCOVER_SHARED/fixtures/real``."""
-    env = os.environ.get("LANDCOVER_SHARED")
-    candidates = [Path(env) / "fixtures" / "real", Path(env)] if env else []
-    candidates.append(REPO.parent / "shared" / "fixtures" / "real")
-    for candidate in candidates:
-        if (candidate / "riverfront_rgb_jpeg_epsg3395.tif").is_file():
-            return candidate
-    pytest.fail(f"real fixture rasters not found in {[str(c) for c in candidates]}; set LANDCOVER_SHARED")
 
 
 def add_raster(path: Path, name: str | None = None) -> QgsRasterLayer:
