@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from qgis.core import (
@@ -10,9 +11,9 @@ from qgis.core import (
     QgsMapLayerProxyModel,
     QgsMessageLog,
     QgsRasterLayer,
-    QgsSettings,
 )
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMessageBar
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -34,38 +35,59 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from . import export, job, models, runner
-from .errors import LandcoverPluginError
+from . import export, job
+from .contract import (
+    ENV_PYTHON,
+    ModelInfo,
+    gsd_is_far,
+    list_models,
+    load_model_info,
+    untrained_model,
+    user_models_dir,
+)
+from .errors import InputError, LandcoverError, ModelError
+from .feedback import LOG_TAG, push_error
 from .results import add_results
+from .settings import Settings
 from .styling import areas_oneline, areas_summary
-from .worker.task import LOG_TAG, SegmentTask
+from .worker.task import SegmentTask
 
-SETTINGS = "landcover/"
 UNTRAINED_SPEC = "untrained:Unet:resnet18"
 
 
-def report_task(iface, task: SegmentTask, add_to_map: bool = True) -> None:
-    """Show a finished task's result to the user: layers on the map, summary or error in the message bar."""
+def report_task(iface, task: SegmentTask, add_to_map: bool = True, open_dialog=None) -> None:
+    """Show a finished task's result to the user: layers on the map, summary or error in the message bar.
+
+    ``open_dialog(field)`` opens the dialog at the field that fixes an error (see :mod:`feedback`).
+    """
     bar = iface.messageBar()
     if task.outcome is not None:
         outcome = task.outcome
         if add_to_map:
             try:
                 add_results(outcome)
-            except LandcoverPluginError as exc:
-                bar.pushMessage("Landcover", str(exc), level=Qgis.Critical)
+            except LandcoverError as exc:
+                push_error(bar, exc, open_dialog, iface.mainWindow())
                 return
         summary = areas_summary(outcome.areas)
         QgsMessageLog.logMessage(f"{outcome.layer_name} → {outcome.output}\n{summary}", LOG_TAG, Qgis.Info)
         bar.pushMessage("Landcover", f"{outcome.model.name}: {areas_oneline(outcome.areas)} — areas written to "
-                        f"{outcome.output.with_suffix('')}.areas.csv", level=Qgis.Success, duration=15)
+                        f"{outcome.files.areas_csv}", level=Qgis.Success, duration=15)
         for warning in outcome.warnings:
             bar.pushMessage("Landcover", warning, level=Qgis.Warning, duration=15)
     elif task.canceled:
         bar.pushMessage("Landcover", "segmentation cancelled; no output was kept", level=Qgis.Info, duration=5)
-    else:
-        bar.pushMessage("Landcover", f"{task.error} (details in the Log Messages panel, tab Landcover)",
-                        level=Qgis.Critical)
+    elif task.error is not None:
+        push_error(bar, task.error, open_dialog, iface.mainWindow())
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One line of the model list: a usable model, or a broken bundle shown with its error."""
+
+    label: str
+    info: ModelInfo | None
+    error: str | None = None
 
 
 class LandcoverDialog(QDialog):
@@ -75,7 +97,8 @@ class LandcoverDialog(QDialog):
         super().__init__(parent or iface.mainWindow())
         self.iface = iface
         self.tasks: list[SegmentTask] = []
-        self.last_error: str | None = None
+        self.last_error: LandcoverError | None = None
+        self._entries: list[ModelEntry] = []
         self.setWindowTitle("Landcover: land-cover map from an orthophoto")
         self._build()
         self.refresh_models()
@@ -87,90 +110,11 @@ class LandcoverDialog(QDialog):
         self.bar = QgsMessageBar(self)
         self.bar.setSizePolicy(QSizePolicy.Minimum, QSizePolicy.Fixed)
         layout.addWidget(self.bar)
-
-        box = QGroupBox("Input")
-        form = QFormLayout(box)
-        self.layer_combo = QgsMapLayerComboBox()
-        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.layer_combo.setAllowEmptyLayer(True)
-        active = self.iface.activeLayer()
-        if isinstance(active, QgsRasterLayer):
-            self.layer_combo.setLayer(active)
-        form.addRow("Raster layer", self.layer_combo)
-        self.bands_edit = QLineEdit()
-        self.bands_edit.setPlaceholderText("default: the first bands (alpha skipped), e.g. 1,2,3")
-        form.addRow("Bands", self.bands_edit)
-        self.layer_label = QLabel()
-        self.layer_label.setWordWrap(True)
-        form.addRow("", self.layer_label)
-        layout.addWidget(box)
-
-        box = QGroupBox("Model")
-        form = QFormLayout(box)
-        row = QHBoxLayout()
-        self.model_combo = QComboBox()
-        self.model_combo.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
-        self.browse_button = QPushButton("Browse…")
-        self.browse_button.clicked.connect(self._browse_model)
-        row.addWidget(self.model_combo)
-        row.addWidget(self.browse_button)
-        form.addRow("Model", row)
-        self.model_label = QLabel()
-        self.model_label.setWordWrap(True)
-        form.addRow("", self.model_label)
-        self.model_combo.currentIndexChanged.connect(self._model_changed)
-        layout.addWidget(box)
-
-        box = QGroupBox("Area")
-        form = QFormLayout(box)
-        self.area_layer = QRadioButton("Whole layer")
-        self.area_extent = QRadioButton("Current map extent")
-        self.area_polygons = QRadioButton("Features of a polygon layer")
-        self.area_group = QButtonGroup(self)
-        for i, button in enumerate((self.area_layer, self.area_extent, self.area_polygons)):
-            self.area_group.addButton(button, i)
-            form.addRow(button)
-        self.area_layer.setChecked(True)
-        self.polygon_combo = QgsMapLayerComboBox()
-        self.polygon_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
-        self.selected_only = QCheckBox("Selected features only")
-        form.addRow("Polygon layer", self.polygon_combo)
-        form.addRow("", self.selected_only)
-        layout.addWidget(box)
-
-        box = QGroupBox("Processing")
-        form = QFormLayout(box)
-        self.overlap_spin = QSpinBox()
-        self.overlap_spin.setRange(0, 512)
-        self.overlap_spin.setSuffix(" px")
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 256)
-        self.resample_check = QCheckBox("Resample to the model's resolution when the pixel size differs")
-        self.python_widget = QgsFileWidget()
-        self.python_widget.setStorageMode(QgsFileWidget.GetFile)
-        self.python_widget.lineEdit().setPlaceholderText(
-            f"default: ${runner.ENV_PYTHON} or the source tree's .venv/bin/python")
-        form.addRow("Tile overlap", self.overlap_spin)
-        form.addRow("Batch size", self.batch_spin)
-        form.addRow("", self.resample_check)
-        form.addRow("Worker Python", self.python_widget)
-        layout.addWidget(box)
-
-        box = QGroupBox("Outputs")
-        form = QFormLayout(box)
-        self.output_widget = self._save_widget("GeoTIFF (*.tif)", "[temporary file]")
-        self.confidence_check = QCheckBox("Confidence raster")
-        self.confidence_widget = self._save_widget("GeoTIFF (*.tif)", "[temporary file]")
-        self.polygons_check = QCheckBox("Polygons per class")
-        self.polygons_widget = self._save_widget("GeoPackage (*.gpkg)", "[temporary file]")
-        self.add_to_map = QCheckBox("Add results to the map")
-        self.add_to_map.setChecked(True)
-        form.addRow("Class raster", self.output_widget)
-        form.addRow(self.confidence_check, self.confidence_widget)
-        form.addRow(self.polygons_check, self.polygons_widget)
-        form.addRow("", self.add_to_map)
-        layout.addWidget(box)
-
+        for build in (self._build_input, self._build_model, self._build_area, self._build_processing,
+                      self._build_outputs):
+            box = QGroupBox()
+            build(box, QFormLayout(box))
+            layout.addWidget(box)
         # Only the inputs that matter for the current choices are editable.
         self.area_polygons.toggled.connect(self._update_enabled)
         self.confidence_check.toggled.connect(self._update_enabled)
@@ -184,6 +128,94 @@ class LandcoverDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         layout.addWidget(self.buttons)
 
+    def _build_input(self, box: QGroupBox, form: QFormLayout) -> None:
+        box.setTitle("Input")
+        self.layer_combo = QgsMapLayerComboBox()
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_combo.setAllowEmptyLayer(True)
+        active = self.iface.activeLayer()
+        if isinstance(active, QgsRasterLayer):
+            self.layer_combo.setLayer(active)
+        form.addRow("Raster layer", self.layer_combo)
+        self.bands_edit = QLineEdit()
+        self.bands_edit.setPlaceholderText("default: the first bands (alpha skipped), e.g. 1,2,3")
+        form.addRow("Bands", self.bands_edit)
+        self.layer_label = QLabel()
+        self.layer_label.setWordWrap(True)
+        form.addRow("", self.layer_label)
+
+    def _build_model(self, box: QGroupBox, form: QFormLayout) -> None:
+        box.setTitle("Model")
+        row = QHBoxLayout()
+        self.model_combo = QComboBox()
+        self.model_combo.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.clicked.connect(self._browse_model)
+        row.addWidget(self.model_combo)
+        row.addWidget(self.browse_button)
+        form.addRow("Model", row)
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        form.addRow("", self.model_label)
+        self.model_combo.currentIndexChanged.connect(self._model_changed)
+
+    def _build_area(self, box: QGroupBox, form: QFormLayout) -> None:
+        box.setTitle("Area")
+        self.area_layer = QRadioButton("Whole layer")
+        self.area_extent = QRadioButton("Current map extent")
+        self.area_polygons = QRadioButton("Features of a polygon layer")
+        self.area_group = QButtonGroup(self)
+        for i, button in enumerate((self.area_layer, self.area_extent, self.area_polygons)):
+            self.area_group.addButton(button, i)
+            form.addRow(button)
+        self.area_layer.setChecked(True)
+        self.polygon_combo = QgsMapLayerComboBox()
+        self.polygon_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.selected_only = QCheckBox("Selected features only")
+        form.addRow("Polygon layer", self.polygon_combo)
+        form.addRow("", self.selected_only)
+
+    def _build_processing(self, box: QGroupBox, form: QFormLayout) -> None:
+        box.setTitle("Processing")
+        self.overlap_spin = QSpinBox()
+        self.overlap_spin.setRange(0, 512)
+        self.overlap_spin.setSuffix(" px")
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 256)
+        self.resample_check = QCheckBox("Resample to the model's resolution when the pixel size differs")
+        self.python_widget = QgsFileWidget()
+        self.python_widget.setStorageMode(QgsFileWidget.GetFile)
+        self.python_widget.lineEdit().setPlaceholderText(
+            f"default: ${ENV_PYTHON} or the source tree's .venv/bin/python")
+        form.addRow("Tile overlap", self.overlap_spin)
+        form.addRow("Batch size", self.batch_spin)
+        form.addRow("", self.resample_check)
+        form.addRow("Worker Python", self.python_widget)
+
+    def _build_outputs(self, box: QGroupBox, form: QFormLayout) -> None:
+        box.setTitle("Outputs")
+        self.output_widget = self._save_widget("GeoTIFF (*.tif)", "[temporary file]")
+        self.confidence_check = QCheckBox("Confidence raster")
+        self.confidence_widget = self._save_widget("GeoTIFF (*.tif)", "[temporary file]")
+        self.polygons_check = QCheckBox("Polygons per class")
+        self.polygons_widget = self._save_widget("GeoPackage (*.gpkg)", "[temporary file]")
+        self.add_to_map = QCheckBox("Add results to the map")
+        self.add_to_map.setChecked(True)
+        form.addRow("Class raster", self.output_widget)
+        form.addRow(self.confidence_check, self.confidence_widget)
+        form.addRow(self.polygons_check, self.polygons_widget)
+        form.addRow("", self.add_to_map)
+
+    def focus_field(self, name: str) -> None:
+        """Show the dialog with the field ``name`` (layer, model, worker_python, output) focused."""
+        widget = {"layer": self.layer_combo, "model": self.model_combo, "worker_python": self.python_widget,
+                  "output": self.output_widget}.get(name)
+        self.show()
+        self.raise_()
+        self.activateWindow()
+        if widget is not None:
+            widget.setFocus(Qt.OtherFocusReason)
+
     def _update_enabled(self) -> None:
         polygons = self.area_polygons.isChecked()
         self.polygon_combo.setEnabled(polygons)
@@ -194,13 +226,14 @@ class LandcoverDialog(QDialog):
     def _update_layer_info(self) -> None:
         """Show the layer's bands and pixel size next to what the model expects."""
         layer = self.layer_combo.currentLayer()
-        model = self.current_model() if hasattr(self, "_models") else None
+        model = self.current_model()
         if layer is None:
             self.layer_label.setText("")
             return
-        gsd = export.layer_gsd_m(layer)
-        text = f"{layer.bandCount()} band(s), " + (f"{gsd:.3g} m/pixel" if gsd else "no fixed resolution (service)")
-        if model is not None and export.gsd_is_far(gsd, model.gsd_m):
+        size = export.layer_pixel_size_m(layer)
+        text = f"{layer.bandCount()} band(s), " + (
+            f"{export.describe_pixel_size(size)}/pixel" if size else export.describe_pixel_size(size))
+        if model is not None and gsd_is_far(size, model.gsd_m):
             text += f" — the model expects {model.gsd_m:g} m: tick Resample for better results"
         self.layer_label.setText(text)
 
@@ -214,62 +247,74 @@ class LandcoverDialog(QDialog):
 
     # ------------------------------------------------------------- models
     def refresh_models(self, select: str | None = None) -> None:
-        """Fill the model list: bundled and user bundles, remembered files, and the untrained check model."""
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        self._models: list[models.ModelInfo] = models.list_models()
-        known = {str(m.path) for m in self._models}
-        for path in QgsSettings().value(SETTINGS + "extra_models", [], list) or []:
+        """Fill the model list: bundled and user bundles (broken ones disabled, with their error), remembered
+        files, and the untrained check model."""
+        entries = [ModelEntry(f"{m.info.name} ({m.origin})", m.info) if m.info is not None else
+                   ModelEntry(f"{m.key} ({m.origin}, unreadable)", None, m.error) for m in list_models()]
+        known = {str(e.info.source) for e in entries if e.info is not None}
+        for path in Settings.load().extra_models:
             if path not in known and Path(path).is_file():
                 try:
-                    self._models.append(models.load_model_info(path, "file"))
-                except LandcoverPluginError:
-                    continue
-        self._models.append(models.untrained_model(UNTRAINED_SPEC))
-        for info in self._models:
-            label = f"{info.name} ({info.origin})" if info.origin != "untrained" else \
-                f"{info.name} (random weights: installation check only)"
-            self.model_combo.addItem(label, info.spec)
+                    info = load_model_info(path)
+                    entries.append(ModelEntry(f"{info.name} (file)", info))
+                except LandcoverError as exc:
+                    entries.append(ModelEntry(f"{Path(path).name} (file, unreadable)", None, str(exc)))
+        check = untrained_model(UNTRAINED_SPEC)
+        entries.append(ModelEntry(f"{check.name} (random weights: installation check only)", check))
+        self._entries = entries
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for i, entry in enumerate(entries):
+            self.model_combo.addItem(entry.label, entry.info.spec if entry.info else None)
+            if entry.info is None:
+                item = self.model_combo.model().item(i)
+                item.setEnabled(False)  # listed so the user sees why it is not offered
+                item.setToolTip(entry.error or "")
+        usable = [i for i, e in enumerate(entries) if e.info is not None]
+        self.model_combo.setCurrentIndex(usable[0] if usable else -1)
         self.model_combo.blockSignals(False)
         if select is not None:
             self.select_model(select)
         self._model_changed()
 
-    def add_model_file(self, path: str) -> models.ModelInfo:
+    def add_model_file(self, path: str) -> ModelInfo:
         """Add a bundle JSON to the list (and remember it) and select it.
 
         Raises:
-            LandcoverPluginError: it is not a readable bundle.
+            ModelError: it is not a readable bundle.
         """
-        info = models.load_model_info(path, "file")
-        extra = QgsSettings().value(SETTINGS + "extra_models", [], list) or []
-        if str(info.path) not in extra:
-            QgsSettings().setValue(SETTINGS + "extra_models", [*extra, str(info.path)])
+        info = load_model_info(path)
+        settings = Settings.load()
+        if str(info.source) not in settings.extra_models:
+            settings.extra_models.append(str(info.source))
+            settings.save()
         self.refresh_models(select=info.spec)
         return info
 
     def select_model(self, spec: str) -> bool:
         """Select a listed model by spec (path or untrained:...) or name."""
-        for i, info in enumerate(self._models):
-            if spec in (info.spec, info.name):
+        for i, entry in enumerate(self._entries):
+            if entry.info is not None and spec in (entry.info.spec, entry.info.name):
                 self.model_combo.setCurrentIndex(i)
                 return True
         return False
 
-    def current_model(self) -> models.ModelInfo | None:
+    def current_model(self) -> ModelInfo | None:
         """The selected model, or None."""
         i = self.model_combo.currentIndex()
-        return self._models[i] if 0 <= i < len(self._models) else None
+        return self._entries[i].info if 0 <= i < len(self._entries) else None
 
     def _browse_model(self) -> None:
-        start = QgsSettings().value(SETTINGS + "model_dir", str(models.user_models_dir()))
+        start = Settings.load().browse_dir or str(user_models_dir())
         path, _ = QFileDialog.getOpenFileName(self, "Model bundle", start, "Landcover model (*.json)")
         if path:
-            QgsSettings().setValue(SETTINGS + "model_dir", str(Path(path).parent))
+            settings = Settings.load()
+            settings.browse_dir = str(Path(path).parent)
+            settings.save()
             try:
                 self.add_model_file(path)
-            except LandcoverPluginError as exc:
-                self.show_error(str(exc))
+            except LandcoverError as exc:
+                self.show_error(exc)
 
     def _model_changed(self) -> None:
         info = self.current_model()
@@ -287,7 +332,7 @@ class LandcoverDialog(QDialog):
         """The chosen area in the layer's CRS.
 
         Raises:
-            LandcoverPluginError: polygon area without usable polygons.
+            InputError: polygon area without usable polygons.
         """
         if self.area_extent.isChecked():
             canvas = self.iface.mapCanvas()
@@ -300,14 +345,14 @@ class LandcoverDialog(QDialog):
         """The user's choices as a request.
 
         Raises:
-            LandcoverPluginError: something required is missing.
+            LandcoverError: something required is missing.
         """
         layer = self.layer_combo.currentLayer()
         if layer is None:
-            raise LandcoverPluginError("no raster layer chosen; add an orthophoto to the map and select it as input")
+            raise InputError("no raster layer chosen; add an orthophoto to the map and select it as input")
         model = self.current_model()
         if model is None:
-            raise LandcoverPluginError("no model chosen; Browse… for a bundle .json or train one with 'make train'")
+            raise ModelError("no model chosen; Browse… for a bundle .json or train one with 'make train'")
         out = self.output_widget.filePath().strip()
         if out and not out.lower().endswith((".tif", ".tiff")):
             out += ".tif"
@@ -328,12 +373,11 @@ class LandcoverDialog(QDialog):
                                       QMessageBox.Yes | QMessageBox.No | QMessageBox.Cancel, QMessageBox.Yes)
         return {QMessageBox.Yes: True, QMessageBox.No: False}.get(answer)
 
-    def show_error(self, message: str) -> None:
-        """Show a validation error inside the dialog."""
-        self.last_error = message
+    def show_error(self, error: LandcoverError) -> None:
+        """Show an error inside the dialog, with its kind's action (see :mod:`feedback`)."""
+        self.last_error = error
         self.bar.clearWidgets()
-        self.bar.pushMessage("Cannot run", message, level=Qgis.Critical)
-        QgsMessageLog.logMessage(message, LOG_TAG, Qgis.Warning)
+        push_error(self.bar, error, self.focus_field, self)
 
     def run(self) -> SegmentTask | None:
         """Validate the choices and start the background task; None if it did not start."""
@@ -348,14 +392,14 @@ class LandcoverDialog(QDialog):
                     request.resample = True
                     self.resample_check.setChecked(True)
             plan = job.prepare(request)
-        except LandcoverPluginError as exc:
-            self.show_error(str(exc))
+        except LandcoverError as exc:
+            self.show_error(exc)
             return None
         self._save_settings()
         add_to_map = self.add_to_map.isChecked()
 
         def done(task: SegmentTask) -> None:
-            report_task(self.iface, task, add_to_map)
+            report_task(self.iface, task, add_to_map, self.focus_field)
             if task in self.tasks:
                 self.tasks.remove(task)
 
@@ -369,33 +413,32 @@ class LandcoverDialog(QDialog):
 
     # ----------------------------------------------------------- settings
     def _load_settings(self) -> None:
-        s = QgsSettings()
-        spec = s.value(SETTINGS + "model", "")
-        if spec:
-            self.select_model(spec)
+        settings = Settings.load()
+        if settings.model:
+            self.select_model(settings.model)
             self._model_changed()
-        button = self.area_group.button(int(s.value(SETTINGS + "area", 0)))
+        button = self.area_group.button(settings.area)
         if button is not None:
             button.setChecked(True)
-        self.selected_only.setChecked(s.value(SETTINGS + "selected_only", False, bool))
-        self.resample_check.setChecked(s.value(SETTINGS + "resample", False, bool))
-        self.confidence_check.setChecked(s.value(SETTINGS + "confidence", False, bool))
-        self.polygons_check.setChecked(s.value(SETTINGS + "polygons", False, bool))
-        self.add_to_map.setChecked(s.value(SETTINGS + "add_to_map", True, bool))
-        self.bands_edit.setText(s.value(SETTINGS + "bands", ""))
-        self.python_widget.setFilePath(s.value(runner.SETTING_PYTHON, ""))
+        self.selected_only.setChecked(settings.selected_only)
+        self.resample_check.setChecked(settings.resample)
+        self.confidence_check.setChecked(settings.confidence)
+        self.polygons_check.setChecked(settings.polygons)
+        self.add_to_map.setChecked(settings.add_to_map)
+        self.bands_edit.setText(settings.bands)
+        self.python_widget.setFilePath(settings.worker_python)
 
     def _save_settings(self) -> None:
-        s = QgsSettings()
+        settings = Settings.load()
         model = self.current_model()
         if model is not None:
-            s.setValue(SETTINGS + "model", model.spec)
-        s.setValue(SETTINGS + "area", self.area_group.checkedId())
-        s.setValue(SETTINGS + "selected_only", self.selected_only.isChecked())
-        s.setValue(SETTINGS + "resample", self.resample_check.isChecked())
-        s.setValue(SETTINGS + "confidence", self.confidence_check.isChecked())
-        s.setValue(SETTINGS + "polygons", self.polygons_check.isChecked())
-        s.setValue(SETTINGS + "add_to_map", self.add_to_map.isChecked())
-        s.setValue(SETTINGS + "bands", self.bands_edit.text())
-        s.setValue(runner.SETTING_PYTHON, self.python_widget.filePath().strip())
-
+            settings.model = model.spec
+        settings.area = self.area_group.checkedId()
+        settings.selected_only = self.selected_only.isChecked()
+        settings.resample = self.resample_check.isChecked()
+        settings.confidence = self.confidence_check.isChecked()
+        settings.polygons = self.polygons_check.isChecked()
+        settings.add_to_map = self.add_to_map.isChecked()
+        settings.bands = self.bands_edit.text()
+        settings.worker_python = self.python_widget.filePath().strip()
+        settings.save()

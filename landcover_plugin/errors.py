@@ -1,12 +1,30 @@
-"""The one exception type the plugin shows to users."""
+"""The errors the plugin raises and shows: the contract's one root and its kinds.
 
+The kinds are the ones the worker reports in its error event, so an error is handled the same
+whether it arose in QGIS (a layer without CRS) or in the worker (a corrupt raster); see
+:mod:`landcover_plugin.feedback` for what the user is offered for each.
+"""
 
-class LandcoverPluginError(Exception):
-    """A problem the user can act on; the message says what is wrong and how to fix it.
+from .contract import (
+    ERROR_KINDS,
+    CancelledError,
+    DependencyError,
+    InputError,
+    InternalError,
+    LandcoverError,
+    ModelError,
+    OutputError,
+    error_for_kind,
+)
 
-    ``details`` carries logs (e.g. the worker's stderr) for the log panel, not for the message bar.
-    """
-
-    def __init__(self, message: str, details: str = "") -> None:
-        super().__init__(message)
-        self.details = details
+__all__ = [
+    "ERROR_KINDS",
+    "CancelledError",
+    "DependencyError",
+    "InputError",
+    "InternalError",
+    "LandcoverError",
+    "ModelError",
+    "OutputError",
+    "error_for_kind",
+]

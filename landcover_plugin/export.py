@@ -33,11 +33,9 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from .errors import LandcoverPluginError
-from .runner import WorkerCanceled
+from .contract import METRES_PER_DEGREE_LON_EQUATOR, degrees_to_metres
+from .errors import CancelledError, InputError, OutputError
 
-#: Pixel sizes within this factor of the model's count as "close enough" (no resampling needed).
-GSD_TOLERANCE = 1.5
 #: Largest raster (pixels) the plugin will export, to keep a stray whole-WMS export from filling the disk.
 MAX_EXPORT_PIXELS = 40000 * 40000
 
@@ -72,13 +70,13 @@ def polygon_area(polygons: QgsVectorLayer, layer: QgsRasterLayer, selected_only:
     """Area covering the features of a polygon layer (or its selection), geometries in the layer's CRS.
 
     Raises:
-        LandcoverPluginError: the layer has no (selected) polygon features.
+        InputError: the layer has no (selected) polygon features.
     """
     if polygons is None or polygons.geometryType() != QgsWkbTypes.PolygonGeometry:
-        raise LandcoverPluginError("choose a polygon layer for the area (or pick 'whole layer' / 'map extent')")
+        raise InputError("choose a polygon layer for the area (or pick 'whole layer' / 'map extent')")
     if selected_only:
         if polygons.selectedFeatureCount() == 0:
-            raise LandcoverPluginError(
+            raise InputError(
                 f"no features are selected in {polygons.name()!r}; select polygons or untick 'selected features only'"
             )
         features = polygons.getSelectedFeatures()
@@ -96,7 +94,7 @@ def polygon_area(polygons: QgsVectorLayer, layer: QgsRasterLayer, selected_only:
             geom.transform(transform)
         geoms.append(geom)
     if not geoms:
-        raise LandcoverPluginError(f"{polygons.name()!r} has no polygon features to use as the area")
+        raise InputError(f"{polygons.name()!r} has no polygon features to use as the area")
     rect = QgsRectangle(geoms[0].boundingBox())
     for geom in geoms[1:]:
         rect.combineExtentWith(geom.boundingBox())
@@ -119,10 +117,10 @@ def layer_file_path(layer: QgsRasterLayer) -> Path | None:
 
 
 def metres_per_unit(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle | None = None) -> float:
-    """Metres per map unit of ``crs`` (for degrees: at the extent's latitude)."""
+    """Metres per map unit of ``crs`` along x (for degrees: at the extent's latitude)."""
     if crs.isGeographic():
         lat = extent.center().y() if extent is not None else 0.0
-        return 111_320.0 * max(math.cos(math.radians(lat)), 0.01)
+        return METRES_PER_DEGREE_LON_EQUATOR * max(math.cos(math.radians(lat)), 0.01)
     factor = QgsUnitTypes.fromUnitToUnitFactor(crs.mapUnits(), QgsUnitTypes.DistanceMeters)
     return factor if factor > 0 else 1.0
 
@@ -133,33 +131,35 @@ def has_native_pixels(layer: QgsRasterLayer) -> bool:
     return bool(provider.capabilities() & QgsRasterDataProvider.Size) and layer.width() > 0
 
 
-def layer_gsd_m(layer: QgsRasterLayer) -> float | None:
-    """The layer's pixel size in metres (None for services without a native grid)."""
+def layer_pixel_size_m(layer: QgsRasterLayer) -> tuple[float, float] | None:
+    """The layer's pixel width and height in metres, as the backend measures them (None for services)."""
     if not has_native_pixels(layer):
         return None
-    px = (abs(layer.rasterUnitsPerPixelX()) + abs(layer.rasterUnitsPerPixelY())) / 2
-    return px * metres_per_unit(layer.crs(), layer.extent())
+    px, py = abs(layer.rasterUnitsPerPixelX()), abs(layer.rasterUnitsPerPixelY())
+    if layer.crs().isGeographic():
+        return degrees_to_metres(px, py, layer.extent().center().y())
+    factor = metres_per_unit(layer.crs())
+    return px * factor, py * factor
 
 
-def gsd_is_far(layer_gsd: float | None, model_gsd: float | None, tolerance: float = GSD_TOLERANCE) -> bool:
-    """True when the pixel sizes differ by more than ``tolerance`` times either way."""
-    if not layer_gsd or not model_gsd:
-        return False
-    ratio = layer_gsd / model_gsd
-    return ratio > tolerance or ratio < 1 / tolerance
+def describe_pixel_size(size: tuple[float, float] | None) -> str:
+    """``0.25 m`` (or ``0.25 x 0.3 m``) for messages."""
+    if not size:
+        return "no fixed resolution (service)"
+    return f"{size[0]:.3g} m" if math.isclose(size[0], size[1], rel_tol=0.01) else f"{size[0]:.3g} x {size[1]:.3g} m"
 
 
 def clip_to_layer(layer: QgsRasterLayer, area: Area) -> QgsRectangle:
     """The area's rectangle intersected with the layer's extent.
 
     Raises:
-        LandcoverPluginError: they do not overlap.
+        InputError: they do not overlap.
     """
     if area.kind == AREA_LAYER or area.extent is None:
         return QgsRectangle(layer.extent())
     rect = area.extent.intersect(layer.extent())
     if rect.isEmpty() or rect.width() <= 0 or rect.height() <= 0:
-        raise LandcoverPluginError(
+        raise InputError(
             f"the chosen area ({area.describe()}) does not overlap layer {layer.name()!r}; pan the map over the "
             "layer or choose other polygons"
         )
@@ -177,7 +177,7 @@ def window_for_extent(layer: QgsRasterLayer, rect: QgsRectangle) -> tuple[int, i
     row0 = max(0, math.floor((ext.yMaximum() - rect.yMaximum()) / py + eps))
     row1 = min(layer.height(), math.ceil((ext.yMaximum() - rect.yMinimum()) / py - eps))
     if col1 <= col0 or row1 <= row0:
-        raise LandcoverPluginError(f"the chosen area covers no pixel of layer {layer.name()!r}")
+        raise InputError(f"the chosen area covers no pixel of layer {layer.name()!r}")
     return col0, row0, col1 - col0, row1 - row0
 
 
@@ -207,11 +207,11 @@ def export_spec(layer: QgsRasterLayer, rect: QgsRectangle, pixel_size: float | N
     """Plan an export of ``rect`` (layer CRS) at ``pixel_size`` map units (None: the layer's own).
 
     Raises:
-        LandcoverPluginError: no pixel size is known, or the export would be unreasonably large.
+        InputError: no pixel size is known, or the export would be unreasonably large.
     """
     if pixel_size is None:
         if not has_native_pixels(layer):
-            raise LandcoverPluginError(
+            raise InputError(
                 f"{layer.name()!r} has no native resolution (web service); choose a model with a resolution or tick "
                 "'Resample to the model's resolution'"
             )
@@ -219,7 +219,7 @@ def export_spec(layer: QgsRasterLayer, rect: QgsRectangle, pixel_size: float | N
     width = max(1, round(rect.width() / pixel_size))
     height = max(1, round(rect.height() / pixel_size))
     if width * height > MAX_EXPORT_PIXELS:
-        raise LandcoverPluginError(
+        raise InputError(
             f"exporting {layer.name()!r} for this area would make a {width} x {height} pixel raster; choose a smaller "
             "area (map extent or polygons)"
         )
@@ -235,8 +235,8 @@ def run_export(spec: ExportSpec, out_path: Path, feedback: QgsFeedback | None = 
     """Write the planned raster to a GeoTIFF (safe in a background thread); ``feedback`` can cancel it.
 
     Raises:
-        WorkerCanceled: ``feedback`` was cancelled.
-        LandcoverPluginError: QGIS could not write it.
+        CancelledError: ``feedback`` was cancelled.
+        OutputError: QGIS could not write it.
     """
     # The writer wants a QgsRasterBlockFeedback; Processing and tasks hand us a plain QgsFeedback.
     block_feedback = QgsRasterBlockFeedback()
@@ -246,7 +246,7 @@ def run_export(spec: ExportSpec, out_path: Path, feedback: QgsFeedback | None = 
         feedback.canceled.connect(block_feedback.cancel)
     pipe = QgsRasterPipe()
     if not pipe.set(spec.provider):
-        raise LandcoverPluginError("QGIS cannot read this layer for export; save it as a GeoTIFF and use that")
+        raise InputError("QGIS cannot read this layer for export; save it as a GeoTIFF and use that")
     if spec.renderer is not None:
         pipe.set(spec.renderer)
     writer = QgsRasterFileWriter(str(out_path))
@@ -256,8 +256,8 @@ def run_export(spec: ExportSpec, out_path: Path, feedback: QgsFeedback | None = 
                              block_feedback)
     if err == QgsRasterFileWriter.WriteCanceled or block_feedback.isCanceled():
         Path(out_path).unlink(missing_ok=True)
-        raise WorkerCanceled("cancelled during export")
+        raise CancelledError("cancelled during the export; no output was kept")
     if err != QgsRasterFileWriter.NoError:
-        raise LandcoverPluginError(f"exporting the layer to {out_path} failed (QGIS writer error {int(err)}); "
+        raise OutputError(f"exporting the layer to {out_path} failed (QGIS writer error {int(err)}); "
                                    "check free disk space or save the layer as a GeoTIFF first")
     return out_path

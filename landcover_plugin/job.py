@@ -18,8 +18,19 @@ from typing import Any
 from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransformContext, QgsGeometry, QgsRasterLayer
 
 from . import export, runner
-from .errors import LandcoverPluginError
-from .models import ModelInfo
+from .contract import (
+    BACKEND_PARENT,
+    ModelInfo,
+    OutputFiles,
+    ProgressEvent,
+    SegmentArgs,
+    gsd_is_far,
+    output_files,
+    worker_env,
+)
+from .contract import parse_bands as parse_bands
+from .errors import CancelledError, InputError, LandcoverError, ModelError, OutputError
+from .settings import Settings
 
 ProgressFn = Callable[[float, str], None]
 
@@ -33,80 +44,63 @@ class SegmentRequest:
     area: export.Area = field(default_factory=export.Area)
     overlap: int | None = None
     batch_size: int | None = None
-    bands: list[int] | None = None
+    bands: tuple[int, ...] | None = None
     resample: bool = False
     output: str | None = None  # None: a temporary file
     confidence: str | None = None  # "" or None: no confidence raster; "TEMP": temporary
     polygons: str | None = None
-    python: str | None = None  # the plugin setting; None falls back to $LANDCOVER_PYTHON / .venv
-
-
-def parse_bands(text: str | None) -> list[int] | None:
-    """``"1,2,3"`` → ``[1, 2, 3]``; empty → None.
-
-    Raises:
-        LandcoverPluginError: not a comma-separated list of positive integers.
-    """
-    if text is None or not str(text).strip():
-        return None
-    try:
-        bands = [int(b) for b in re.split(r"[,\s]+", str(text).strip()) if b]
-    except ValueError as exc:
-        raise LandcoverPluginError(f"bands {text!r} must be band numbers separated by commas, e.g. 1,2,3") from exc
-    if not bands or any(b < 1 for b in bands):
-        raise LandcoverPluginError(f"bands {text!r} must be band numbers from 1, e.g. 1,2,3")
-    return bands
+    python: str | None = None  # None: the saved Worker Python setting (then $LANDCOVER_PYTHON, the .venv)
 
 
 def validate(request: SegmentRequest) -> list[str]:
     """Check a request before running; returns warnings the user should confirm.
 
     Raises:
-        LandcoverPluginError: the request cannot run; the message says how to fix it.
+        LandcoverError: the request cannot run (an input, model or output error); the message says how to fix it.
     """
     layer = request.layer
     if layer is None:
-        raise LandcoverPluginError("no raster layer chosen; add an orthophoto to the map and select it as input")
+        raise InputError("no raster layer chosen; add an orthophoto to the map and select it as input")
     if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
-        raise LandcoverPluginError(f"layer {layer.name()!r} is not a valid raster layer; choose an orthophoto")
+        raise InputError(f"layer {layer.name()!r} is not a valid raster layer; choose an orthophoto")
     if not layer.crs().isValid():
-        raise LandcoverPluginError(
+        raise InputError(
             f"layer {layer.name()!r} has no coordinate reference system; set it in Layer Properties > Source "
             "(or georeference the image) so results land in the right place"
         )
     model = request.model
-    if model.path is not None and not model.path.is_file():
-        raise LandcoverPluginError(f"model bundle {model.path} no longer exists; choose another model")
+    if model.source is not None and not model.source.is_file():
+        raise ModelError(f"model bundle {model.source} no longer exists; choose another model")
     count = layer.bandCount()
     if request.bands:
         bad = [b for b in request.bands if b > count]
         if bad:
-            raise LandcoverPluginError(f"layer {layer.name()!r} has {count} band(s); band(s) {bad} do not exist")
+            raise InputError(f"layer {layer.name()!r} has {count} band(s); band(s) {bad} do not exist")
         if len(request.bands) != model.input_bands:
-            raise LandcoverPluginError(
+            raise InputError(
                 f"model {model.name!r} takes {model.input_bands} bands but {len(request.bands)} were chosen; "
                 f"list {model.input_bands} band numbers, e.g. 1,2,3"
             )
     elif export.has_native_pixels(layer) and count < model.input_bands:
-        raise LandcoverPluginError(
+        raise InputError(
             f"layer {layer.name()!r} has {count} band(s) but model {model.name!r} needs {model.input_bands} "
             "(red, green, blue); choose an RGB orthophoto"
         )
     if request.area.kind == export.AREA_LAYER and not export.has_native_pixels(layer):
-        raise LandcoverPluginError(
+        raise InputError(
             f"{layer.name()!r} is a web service without a fixed extent; choose 'current map extent' or polygons as area"
         )
     export.clip_to_layer(layer, request.area)
     for label, path in (("class raster", request.output), ("confidence raster", request.confidence),
                         ("polygons", request.polygons)):
         if path and path != "TEMP" and not Path(path).expanduser().parent.is_dir():
-            raise LandcoverPluginError(f"the folder for the {label} output {path} does not exist; choose another")
+            raise OutputError(f"the folder for the {label} output {path} does not exist; choose another")
     warnings = []
-    gsd = export.layer_gsd_m(layer)
-    if gsd is not None and export.gsd_is_far(gsd, model.gsd_m) and not request.resample:
+    size = export.layer_pixel_size_m(layer)
+    if gsd_is_far(size, model.gsd_m) and not request.resample:
         warnings.append(
-            f"layer {layer.name()!r} has {gsd:.3g} m pixels but model {model.name!r} expects {model.gsd_m:g} m; "
-            "results will likely be poor"
+            f"layer {layer.name()!r} has {export.describe_pixel_size(size)} pixels but model {model.name!r} "
+            f"expects {model.gsd_m:g} m; results will likely be poor"
         )
     return warnings
 
@@ -130,12 +124,12 @@ class Plan:
     transform_context: QgsCoordinateTransformContext
     overlap: int | None
     batch_size: int | None
-    bands: list[int] | None
+    bands: tuple[int, ...] | None
     layer_name: str
 
-    def segment_args(self, input_path: Path) -> runner.SegmentArgs:
+    def segment_args(self, input_path: Path) -> SegmentArgs:
         """Arguments for the worker once the input file exists."""
-        return runner.SegmentArgs(
+        return SegmentArgs(
             input=str(input_path), output=str(self.output), model=self.model.spec, overlap=self.overlap,
             batch_size=self.batch_size, bands=self.bands, confidence=str(self.confidence) if self.confidence else None,
             window=self.window if self.export_spec is None else None,
@@ -150,16 +144,15 @@ def prepare(request: SegmentRequest) -> Plan:
     """Decide file-plus-window or export, and where outputs go (main thread).
 
     Raises:
-        LandcoverPluginError: no worker Python, or the area/export cannot work.
+        LandcoverError: no worker Python (dependency), or the area/export cannot work (input).
     """
     layer = request.layer
     assert layer is not None
-    python = runner.find_python(request.python)
-    env = runner.worker_env(python)
+    python = runner.find_python(Settings.load().worker_python if request.python is None else request.python)
+    env = worker_env()
     rect = export.clip_to_layer(layer, request.area)
     file_path = export.layer_file_path(layer)
-    gsd = export.layer_gsd_m(layer)
-    resample = request.resample and export.gsd_is_far(gsd, request.model.gsd_m)
+    resample = request.resample and gsd_is_far(export.layer_pixel_size_m(layer), request.model.gsd_m)
     spec = None
     window = None
     if file_path is not None and not resample:
@@ -185,7 +178,7 @@ def prepare(request: SegmentRequest) -> Plan:
                     else Path(request.polygons).expanduser())
     bands = request.bands
     if bands is None and spec is not None and spec.renderer is not None:
-        bands = [1, 2, 3]  # rendered services export as RGBA
+        bands = (1, 2, 3)  # rendered services export as RGBA
     return Plan(
         model=request.model, python=python, env=env, workdir=workdir, output=output, confidence=confidence,
         polygons=polygons, input_path=file_path if spec is None else None, window=window, export_spec=spec,
@@ -208,14 +201,19 @@ class Outcome:
     log: list[str]
     layer_name: str
 
+    @property
+    def files(self) -> OutputFiles:
+        """The class raster and the sidecars the worker wrote beside it."""
+        return output_files(self.output)
+
 
 def execute(plan: Plan, progress: ProgressFn = lambda p, m: None, is_canceled: Callable[[], bool] = lambda: False,
             feedback=None) -> Outcome:
     """Run the job (blocking; safe off the main thread).
 
     Raises:
-        runner.WorkerCanceled: cancelled; partial outputs were removed.
-        LandcoverPluginError: any failure, with an actionable message.
+        CancelledError: cancelled; partial outputs were removed.
+        LandcoverError: any failure, of a kind the caller can act on, with an actionable message.
     """
     outputs = [plan.output] + [p for p in (plan.confidence, plan.polygons) if p]
     guard = runner.OutputGuard(outputs)
@@ -223,27 +221,28 @@ def execute(plan: Plan, progress: ProgressFn = lambda p, m: None, is_canceled: C
         progress(0, "checking the worker Python")
         runner.check_runtime(plan.python, plan.env)
         if is_canceled():
-            raise runner.WorkerCanceled("cancelled")
+            raise CancelledError("cancelled; no output was kept")
         input_path = plan.input_path
         if plan.export_spec is not None:
             progress(1, f"exporting {plan.layer_name} ({plan.export_spec.width} x {plan.export_spec.height} px)")
             input_path = export.run_export(plan.export_spec, plan.workdir / "input.tif", feedback)
             if is_canceled():
-                raise runner.WorkerCanceled("cancelled")
+                raise CancelledError("cancelled; no output was kept")
         assert input_path is not None
         base = 10.0 if plan.export_spec is not None else 2.0
         top = 90.0 if plan.polygons else 98.0
 
-        def on_event(event: runner.ProgressEvent) -> None:
-            if event.percent is not None and event.stage == "predict":
-                progress(base + (top - base) * event.percent / 100.0, event.message or "predicting")
-            elif event.message:
+        def on_event(event) -> None:
+            if isinstance(event, ProgressEvent) and event.percent is not None:
+                progress(base + (top - base) * event.percent / 100.0, event.message or event.stage)
+            elif getattr(event, "message", ""):
                 progress(-1, f"{event.stage}: {event.message}")
 
-        argv = runner.build_segment_argv(plan.python, plan.segment_args(input_path))
-        result = runner.run_worker(argv, plan.env, cwd=str(runner.backend_parent()), on_event=on_event,
+        argv = plan.segment_args(input_path).command(plan.python)
+        result = runner.run_worker(argv, plan.env, cwd=str(BACKEND_PARENT), on_event=on_event,
                                    is_canceled=is_canceled, cleanup=guard)
-        areas = result.areas
+        assert result.done is not None  # a run without error ends with the done event
+        areas = result.done.areas
         if plan.mask:
             progress(top, "masking to the polygons")
             from .vectorize import mask_outside, recount_areas
@@ -259,15 +258,15 @@ def execute(plan: Plan, progress: ProgressFn = lambda p, m: None, is_canceled: C
             names = {c.id: c.name for c in plan.model.classes}
             write_polygons(plan.output, plan.polygons, names, plan.crs, plan.transform_context, is_canceled)
             if is_canceled():
-                raise runner.WorkerCanceled("cancelled")
+                raise CancelledError("cancelled; no output was kept")
         progress(100, "done")
         return Outcome(plan.model, plan.output, plan.confidence, plan.polygons, areas, result.warnings, result.log,
                        plan.layer_name)
-    except runner.WorkerCanceled:
+    except CancelledError:
         guard.cleanup()
         shutil.rmtree(plan.workdir, ignore_errors=True)
         raise
-    except LandcoverPluginError:
+    except LandcoverError:
         guard.cleanup()
         raise
     finally:

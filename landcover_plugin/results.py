@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from qgis.core import QgsLayerTreeGroup, QgsProject, QgsRasterLayer, QgsVectorLayer
 
-from .errors import LandcoverPluginError
+from .errors import OutputError
 from .job import Outcome
 from .styling import style_class_layer, style_polygon_layer
 
@@ -35,13 +35,13 @@ def add_results(outcome: Outcome, project: QgsProject | None = None) -> AddedLay
     """Load the outputs as layers named after the model, styled with its classes.
 
     Raises:
-        LandcoverPluginError: the class raster cannot be loaded.
+        OutputError: the class raster cannot be loaded.
     """
     project = project or QgsProject.instance()
     name = outcome.model.name
     classes = QgsRasterLayer(str(outcome.output), name, "gdal")
     if not classes.isValid():
-        raise LandcoverPluginError(f"QGIS cannot open the result {outcome.output}; see the Landcover log for details")
+        raise OutputError(f"QGIS cannot open the result {outcome.output}; see the Landcover log for details")
     style_class_layer(classes, outcome.model.classes)
     group = landcover_group(project)
     added = AddedLayers(classes)

@@ -15,9 +15,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from .models import ClassInfo
-
-NODATA = 255
+from .contract import NODATA, ClassInfo
 
 
 def paletted_renderer(layer: QgsRasterLayer, classes: Sequence[ClassInfo]) -> QgsPalettedRasterRenderer:

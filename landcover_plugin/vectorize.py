@@ -6,7 +6,6 @@ Processing ``gdal:polygonize`` algorithm, so it works inside a background QgsTas
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -27,8 +26,18 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from .errors import LandcoverPluginError
-from .models import ClassInfo, default_classes
+from .contract import (
+    LANDCOVER_CLASSES,
+    NODATA,
+    TAG_CLASSES,
+    ClassInfo,
+    LandcoverError,
+    areas_csv,
+    areas_table,
+    classes_from_dicts,
+    output_files,
+)
+from .errors import InputError, OutputError
 
 
 def polygon_fields() -> QgsFields:
@@ -40,31 +49,23 @@ def polygon_fields() -> QgsFields:
     return fields
 
 
-def areas_json_path(raster: str | Path) -> Path:
-    """``<stem>.areas.json`` beside a class raster."""
-    raster = Path(raster)
-    return raster.with_name(raster.stem + ".areas.json")
-
-
-def classes_for_raster(raster: str | Path) -> list[ClassInfo]:
-    """Classes recorded with a class raster: its LANDCOVER_CLASSES metadata, its areas JSON, or LandCover.ai."""
+def classes_for_raster(raster: str | Path) -> tuple[ClassInfo, ...]:
+    """Classes recorded with a class raster: its class metadata tag, its areas JSON, or LandCover.ai."""
     ds = gdal.Open(str(raster))
-    meta = ds.GetMetadataItem("LANDCOVER_CLASSES") if ds is not None else None
+    meta = ds.GetMetadataItem(TAG_CLASSES) if ds is not None else None
     ds = None
     try:
         if meta:
-            return [ClassInfo(int(c["id"]), str(c["name"]), tuple(int(v) for v in c["color"]))
-                    for c in json.loads(meta)]
-    except (ValueError, KeyError, TypeError):
+            return classes_from_dicts(json.loads(meta))
+    except (ValueError, LandcoverError):
         pass
-    defaults = {c.id: c for c in default_classes()}
+    grey = (128, 128, 128)
+    colours = {c.id: c.color for c in LANDCOVER_CLASSES}
     try:
-        data = json.loads(areas_json_path(raster).read_text())
-        grey = ClassInfo(0, "", (128, 128, 128))
-        return [ClassInfo(int(c["id"]), str(c["name"]), defaults.get(int(c["id"]), grey).color)
-                for c in data["classes"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return default_classes()
+        data = json.loads(output_files(raster).areas_json.read_text(encoding="utf-8"))
+        return tuple(ClassInfo(int(c["id"]), str(c["name"]), colours.get(int(c["id"]), grey)) for c in data["classes"])
+    except (OSError, ValueError, KeyError, TypeError, LandcoverError):
+        return LANDCOVER_CLASSES
 
 
 def class_names_for_raster(raster: str | Path, classes: Sequence[ClassInfo] | None = None) -> dict[int, str]:
@@ -89,13 +90,13 @@ def iter_class_polygons(raster: str | Path, band: int = 1,
     """Connected regions of equal class as ``(class_id, polygon)``; nodata pixels are skipped.
 
     Raises:
-        LandcoverPluginError: the raster cannot be read.
+        InputError: the raster cannot be read.
     """
     ds = gdal.Open(str(raster))
     if ds is None:
-        raise LandcoverPluginError(f"cannot open class raster {raster}; choose a raster written by Landcover")
+        raise InputError(f"cannot open class raster {raster}; choose a raster written by Landcover")
     if not 1 <= band <= ds.RasterCount:
-        raise LandcoverPluginError(f"{raster} has {ds.RasterCount} band(s); band {band} does not exist")
+        raise InputError(f"{raster} has {ds.RasterCount} band(s); band {band} does not exist")
     rb = ds.GetRasterBand(band)
     srs = osr.SpatialReference()
     if ds.GetProjection():
@@ -137,7 +138,7 @@ def write_polygons(raster: str | Path, out_path: str | Path, names: dict[int, st
     """Vectorise a class raster into a GeoPackage (or any OGR format by extension).
 
     Raises:
-        LandcoverPluginError: the file cannot be written.
+        OutputError: the file cannot be written.
     """
     out_path = Path(out_path)
     options = QgsVectorFileWriter.SaveVectorOptions()
@@ -145,7 +146,7 @@ def write_polygons(raster: str | Path, out_path: str | Path, names: dict[int, st
     options.layerName = out_path.stem
     writer = QgsVectorFileWriter.create(str(out_path), polygon_fields(), QgsWkbTypes.Polygon, crs, context, options)
     if writer.hasError() != QgsVectorFileWriter.NoError:
-        raise LandcoverPluginError(f"cannot write polygons to {out_path} ({writer.errorMessage()})")
+        raise OutputError(f"cannot write polygons to {out_path} ({writer.errorMessage()})")
     for feature in polygon_features(raster, names, crs, context, is_canceled=is_canceled):
         writer.addFeature(feature)
     del writer  # closes the file
@@ -156,7 +157,7 @@ def mask_outside(raster: str | Path, geometries: Sequence[QgsGeometry], nodata: 
     """Set pixels outside ``geometries`` (raster CRS) to ``nodata``, in place."""
     ds = gdal.Open(str(raster), gdal.GA_Update)
     if ds is None:
-        raise LandcoverPluginError(f"cannot update {raster} to mask it to the polygons")
+        raise OutputError(f"cannot update {raster} to mask it to the polygons")
     srs = osr.SpatialReference()
     if ds.GetProjection():
         srs.ImportFromWkt(ds.GetProjection())
@@ -184,7 +185,7 @@ def mask_outside(raster: str | Path, geometries: Sequence[QgsGeometry], nodata: 
 
 def recount_areas(raster: str | Path, classes: Sequence[ClassInfo], previous: dict[str, Any] | None = None
                   ) -> dict[str, Any]:
-    """Class areas of a (masked) class raster, in the backend's ``areas`` format; rewrites the JSON/CSV beside it."""
+    """Class areas of a (masked) class raster, in the contract's ``areas`` form; rewrites the JSON/CSV beside it."""
     import numpy as np  # QGIS ships numpy; imported here so loading the plugin stays light
 
     ds = gdal.Open(str(raster))
@@ -192,24 +193,15 @@ def recount_areas(raster: str | Path, classes: Sequence[ClassInfo], previous: di
     gt = ds.GetGeoTransform()
     ds = None
     pixel_area = (previous or {}).get("pixel_area_m2") or abs(gt[1] * gt[5])
-    counts = np.bincount(data[data != 255].ravel(), minlength=len(classes))
-    valid = int(counts.sum())
-    areas = {
-        "classes": [
-            {"id": c.id, "name": c.name, "pixels": int(counts[c.id]),
-             "area_m2": round(float(counts[c.id] * pixel_area), 3),
-             "percent": round(100.0 * float(counts[c.id]) / (valid or 1), 4)}
-            for c in classes
-        ],
-        "pixel_area_m2": float(pixel_area),
-        "valid_pixels": valid,
-        "nodata_pixels": int(data.size - valid),
-    }
-    json_path = areas_json_path(raster)
-    json_path.write_text(json.dumps(areas, indent=2) + "\n")
-    with open(json_path.with_suffix(".csv"), "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "name", "pixels", "area_m2", "percent"])
-        for c in areas["classes"]:
-            writer.writerow([c["id"], c["name"], c["pixels"], c["area_m2"], c["percent"]])
+    counts = np.bincount(data[data != NODATA].ravel(), minlength=len(classes))[: len(classes)]
+    areas = areas_table(classes, [int(n) for n in counts], float(pixel_area), int(data.size - counts.sum()))
+    files = output_files(raster)
+    for path, text in ((files.areas_json, json.dumps(areas, indent=2) + "\n"), (files.areas_csv, areas_csv(areas))):
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)  # a reader never sees half a table
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(f"cannot rewrite {path} ({exc.strerror}); check free space and permissions") from exc
     return areas

@@ -31,7 +31,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from ..errors import LandcoverPluginError
+from ..errors import CancelledError, LandcoverError
 
 
 class _StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
@@ -98,8 +98,9 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return (
             "Classifies an orthophoto into land-cover classes (LandCover.ai: background, building, woodland, water, "
-            "road) with a Landcover model bundle. The model runs in a separate Python worker (set LANDCOVER_PYTHON or "
-            "run 'make setup'). MODEL is a bundle .json path, a model name from the model folders, 'default', or "
+            "road) with a Landcover model bundle. The model runs in a separate Python worker: the Worker Python "
+            "saved in the Landcover dialog, else LANDCOVER_PYTHON, else the source tree's .venv. MODEL is a bundle "
+            ".json path, a model name from the model folders, 'default', or "
             "untrained:Unet:resnet18 (random weights, installation check). Layers that are not plain files "
             "(WMS, VRT, in-memory) are exported first; RESAMPLE exports at the model's resolution when the pixel size "
             "differs. Writes a paletted class GeoTIFF (nodata 255) with class areas (.areas.json/.areas.csv) beside it."
@@ -130,8 +131,8 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        from .. import export, job, runner
-        from ..models import resolve_model
+        from .. import export, job
+        from ..contract import resolve_model
 
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
@@ -167,9 +168,9 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
                     feedback.setProgressText(message)
 
             outcome = job.execute(plan, progress, feedback.isCanceled, feedback)
-        except runner.WorkerCanceled:
+        except CancelledError:
             raise QgsProcessingException("cancelled; no output was kept") from None
-        except LandcoverPluginError as exc:
+        except LandcoverError as exc:
             if exc.details:
                 feedback.pushDebugInfo(exc.details)
             raise QgsProcessingException(str(exc)) from exc
@@ -181,8 +182,7 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
         _style_output(context, str(outcome.output), model.classes, model.name)
         if outcome.polygons:
             _style_output(context, str(outcome.polygons), model.classes, f"{model.name} polygons")
-        results: dict[str, Any] = {self.OUTPUT: str(outcome.output),
-                                   self.AREAS: str(outcome.output.with_suffix("")) + ".areas.json"}
+        results: dict[str, Any] = {self.OUTPUT: str(outcome.output), self.AREAS: str(outcome.files.areas_json)}
         if outcome.confidence:
             results[self.CONFIDENCE] = str(outcome.confidence)
         if outcome.polygons:
@@ -237,7 +237,7 @@ class VectorizeAlgorithm(_LandcoverAlgorithm):
                                             feedback.isCanceled):
                 sink.addFeature(feature, QgsFeatureSink.FastInsert)
                 count += 1
-        except LandcoverPluginError as exc:
+        except LandcoverError as exc:
             raise QgsProcessingException(str(exc)) from exc
         if feedback.isCanceled():
             return {}

@@ -7,16 +7,16 @@ from collections.abc import Callable
 
 from qgis.core import Qgis, QgsFeedback, QgsMessageLog, QgsTask
 
-from .. import job, runner
-from ..errors import LandcoverPluginError
-
-LOG_TAG = "Landcover"
+from .. import job
+from ..errors import CancelledError, InternalError, LandcoverError
+from ..feedback import LOG_TAG
 
 
 class SegmentTask(QgsTask):
     """Runs :func:`job.execute`; ``on_done(task)`` is called on the main thread when it ends.
 
-    After it ends exactly one of ``outcome`` (success), ``error`` (failure) or ``canceled`` is set.
+    After it ends exactly one of ``outcome`` (success), ``error`` (failure, of a kind the caller maps to an
+    action) or ``canceled`` is set.
     """
 
     def __init__(self, plan: job.Plan, on_done: Callable[[SegmentTask], None] | None = None) -> None:
@@ -24,8 +24,7 @@ class SegmentTask(QgsTask):
         self.plan = plan
         self.on_done = on_done
         self.outcome: job.Outcome | None = None
-        self.error: str | None = None
-        self.details: str = ""
+        self.error: LandcoverError | None = None
         self.canceled = False
         self.stage = ""
         self.feedback = QgsFeedback()  # lets Cancel interrupt a long export, not only the worker
@@ -44,16 +43,14 @@ class SegmentTask(QgsTask):
         try:
             self.outcome = job.execute(self.plan, progress, self.isCanceled, self.feedback)
             return True
-        except runner.WorkerCanceled:
+        except CancelledError:
             self.canceled = True
             return False
-        except LandcoverPluginError as exc:
-            self.error = str(exc)
-            self.details = exc.details
+        except LandcoverError as exc:
+            self.error = exc
             return False
         except Exception as exc:  # noqa: BLE001 - a task must never raise; report everything
-            self.error = f"unexpected error: {exc}"
-            self.details = traceback.format_exc()
+            self.error = InternalError(f"unexpected error: {type(exc).__name__}: {exc}", traceback.format_exc())
             return False
 
     def finished(self, result: bool) -> None:  # main thread
@@ -62,7 +59,8 @@ class SegmentTask(QgsTask):
         if self.outcome is not None:
             for line in self.outcome.warnings:
                 QgsMessageLog.logMessage(f"worker warning: {line}", LOG_TAG, Qgis.Warning)
-        if self.error:
-            QgsMessageLog.logMessage(f"{self.error}\n{self.details}".strip(), LOG_TAG, Qgis.Critical)
+        if self.error is not None:
+            text = f"{self.error} [{self.error.kind}]\n{self.error.details}".strip()
+            QgsMessageLog.logMessage(text, LOG_TAG, Qgis.Critical)
         if self.on_done is not None:
             self.on_done(self)

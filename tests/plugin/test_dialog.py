@@ -22,12 +22,14 @@ from qgis.core import (
     QgsRectangle,
     QgsVectorLayer,
 )
+from qgis.PyQt.QtWidgets import QPushButton
 
 from landcover_plugin import export, job
+from landcover_plugin.contract import LANDCOVER_CLASSES
 from landcover_plugin.dialog import LandcoverDialog
-from landcover_plugin.models import LANDCOVER_CLASSES
 from landcover_plugin.results import GROUP_NAME
-from tests.plugin.helpers import UNTRAINED, add_raster, wait_for_task
+from landcover_plugin.settings import Settings
+from tests.plugin.helpers import UNTRAINED, add_raster, bar_texts, wait_for_task, write_bundle
 
 pytestmark = pytest.mark.usefixtures("clean_settings")
 
@@ -58,7 +60,7 @@ def assert_class_style(layer: QgsRasterLayer) -> None:
     renderer = layer.renderer()
     assert isinstance(renderer, QgsPalettedRasterRenderer)
     got = [(c.value, c.label, c.color.getRgb()[:3]) for c in renderer.classes()]
-    assert got == [(i, n, c) for i, n, c in LANDCOVER_CLASSES]
+    assert got == [(c.id, c.name, c.color) for c in LANDCOVER_CLASSES]
     assert layer.dataProvider().sourceNoDataValue(1) == 255
 
 
@@ -66,13 +68,13 @@ def assert_class_style(layer: QgsRasterLayer) -> None:
 def test_no_layer(qgis_iface, project) -> None:
     dlg = make_dialog(qgis_iface, None)
     assert dlg.run() is None
-    assert "no raster layer chosen" in dlg.last_error
+    assert "no raster layer chosen" in str(dlg.last_error)
 
 
 def test_one_band_layer(qgis_iface, project, crops) -> None:
     dlg = make_dialog(qgis_iface, add_raster(crops["gray"]))
     assert dlg.run() is None
-    assert "has 1 band(s)" in dlg.last_error and "RGB" in dlg.last_error
+    assert "has 1 band(s)" in str(dlg.last_error) and "RGB" in str(dlg.last_error)
 
 
 def test_layer_without_crs(qgis_iface, project, tmp_path: Path) -> None:
@@ -83,15 +85,15 @@ def test_layer_without_crs(qgis_iface, project, tmp_path: Path) -> None:
     QgsProject.instance().addMapLayer(layer)
     dlg = make_dialog(qgis_iface, layer)
     assert dlg.run() is None
-    assert "no coordinate reference system" in dlg.last_error
+    assert "no coordinate reference system" in str(dlg.last_error)
 
 
 def test_missing_model(qgis_iface, project, crops, tmp_path: Path) -> None:
-    from landcover_plugin.errors import LandcoverPluginError
-    from tests.plugin.test_models import write_bundle
+    from landcover_plugin.errors import ModelError
+    from tests.plugin.helpers import write_bundle
 
     dlg = make_dialog(qgis_iface, add_raster(crops["rgb"]))
-    with pytest.raises(LandcoverPluginError, match="does not exist"):
+    with pytest.raises(ModelError, match="does not exist"):
         dlg.add_model_file(str(tmp_path / "nope.json"))
     bundle = write_bundle(tmp_path / "m")
     info = dlg.add_model_file(str(bundle))
@@ -100,7 +102,7 @@ def test_missing_model(qgis_iface, project, crops, tmp_path: Path) -> None:
     assert (dlg.overlap_spin.value(), dlg.batch_spin.value()) == (16, 4)  # defaults from the model
     bundle.unlink()
     assert dlg.run() is None
-    assert "no longer exists" in dlg.last_error
+    assert "no longer exists" in str(dlg.last_error)
 
 
 def test_gsd_question_can_cancel_or_resample(qgis_iface, project, crops) -> None:
@@ -118,15 +120,55 @@ def test_gsd_question_can_cancel_or_resample(qgis_iface, project, crops) -> None
     assert (plan.export_spec.width, plan.export_spec.height) == pytest.approx((128, 128), abs=1)
 
 
-def test_worker_without_tensorflow(qgis_iface, project, crops) -> None:
+def test_worker_without_runtime_offers_the_worker_python_field(qgis_iface, project, crops) -> None:
     dlg = make_dialog(qgis_iface, add_raster(crops["rgb"]))
-    dlg.python_widget.setFilePath("/usr/bin/python3")
+    dlg.python_widget.setFilePath("/usr/bin/python3")  # Debian's system Python: no onnxruntime, no rasterio
     task = dlg.run()
     assert task is not None
     wait_for_task(task, timeout=60)
     assert task.outcome is None and result_layers(QgsProject.instance()) == []
-    critical = " ".join(qgis_iface.messageBar().get_messages(Qgis.Critical))
-    assert "cannot import ONNX Runtime nor TensorFlow" in critical and "/usr/bin/python3 -m pip install -r" in critical
+    assert task.error is not None and task.error.kind == "dependency"
+    bar = qgis_iface.messageBar()
+    critical = " ".join(bar_texts(bar, Qgis.Critical))
+    assert "/usr/bin/python3" in critical and "lacks the package" in critical
+    fix = bar.findChild(QPushButton, "landcoverFix_worker_python")
+    assert fix is not None and fix.text() == "Worker Python…"
+    dlg.hide()
+    fix.click()  # the action the kind maps to: the dialog, at the Worker Python field
+    assert dlg.isVisible()
+
+
+def test_error_kinds_in_the_dialog(qgis_iface, project, crops, tmp_path: Path) -> None:
+    dlg = make_dialog(qgis_iface, add_raster(crops["rgb"]))
+    dlg.output_widget.setFilePath(str(tmp_path / "no such folder" / "out.tif"))
+    assert dlg.run() is None
+    assert dlg.last_error.kind == "output" and "does not exist; choose another" in str(dlg.last_error)
+    assert dlg.bar.findChild(QPushButton, "landcoverFix_output") is not None
+    assert dlg.bar.findChild(QPushButton, "landcoverDetails") is not None
+
+
+def test_broken_bundles_are_listed_disabled_with_their_error(qgis_iface, project, crops, tmp_path: Path,
+                                                              monkeypatch) -> None:
+    monkeypatch.setenv("LANDCOVER_MODELS_DIR", str(tmp_path))
+    write_bundle(tmp_path / "good", name="good-model")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x.json").write_text("{not json")
+    dlg = make_dialog(qgis_iface, add_raster(crops["rgb"]))
+    labels = [dlg.model_combo.itemText(i) for i in range(dlg.model_combo.count())]
+    assert "good-model (user)" in labels and "broken (user, unreadable)" in labels
+    item = dlg.model_combo.model().item(labels.index("broken (user, unreadable)"))
+    assert not item.isEnabled() and "not valid JSON" in item.toolTip()
+
+
+def test_processing_and_dialog_share_the_saved_worker_python(qgis_iface, project, crops, tmp_path: Path) -> None:
+    dlg = make_dialog(qgis_iface, add_raster(crops["rgb"]))
+    missing = tmp_path / "gone" / "python"
+    dlg.python_widget.setFilePath(str(missing))
+    dlg._save_settings()
+    assert Settings.load().worker_python == str(missing)
+    request = job.SegmentRequest(layer=dlg.layer_combo.currentLayer(), model=dlg.current_model())  # as Processing
+    with pytest.raises(Exception, match=f"worker Python {missing} set by the dialog's Worker Python setting"):
+        job.prepare(request)
 
 
 def test_non_file_layers_are_exported(qgis_iface, project, crops, tmp_path: Path) -> None:
@@ -173,7 +215,7 @@ def test_whole_layer_with_all_outputs(qgis_iface, project, crops, tmp_path: Path
     assert (classes.width(), classes.height()) == (320, 320)
     assert_class_style(classes)
     areas = json.loads((tmp_path / "classes.areas.json").read_text())
-    assert [c["name"] for c in areas["classes"]] == [n for _, n, _ in LANDCOVER_CLASSES]
+    assert [c["name"] for c in areas["classes"]] == [c.name for c in LANDCOVER_CLASSES]
     assert sum(c["percent"] for c in areas["classes"]) == pytest.approx(100, abs=0.01)
     assert (tmp_path / "classes.areas.csv").is_file()
     polygons = layers["untrained-unet-resnet18 polygons"]
@@ -304,7 +346,7 @@ def xyz_layer(crops, tmp_path: Path) -> QgsRasterLayer:
 def test_web_service_needs_an_area(qgis_iface, project, xyz_layer) -> None:
     dlg = make_dialog(qgis_iface, xyz_layer)
     assert dlg.run() is None
-    assert "web service" in dlg.last_error and "map extent" in dlg.last_error
+    assert "web service" in str(dlg.last_error) and "map extent" in str(dlg.last_error)
 
 
 @pytest.mark.slow
@@ -320,7 +362,7 @@ def test_xyz_service_is_exported_at_model_resolution(qgis_iface, project, crops,
     dlg.area_extent.setChecked(True)
     task = run_dialog(dlg)
     spec = task.plan.export_spec
-    assert spec is not None and spec.renderer is not None and task.plan.bands == [1, 2, 3]
+    assert spec is not None and spec.renderer is not None and task.plan.bands == (1, 2, 3)
     (classes,) = [lyr for lyr in result_layers(project) if isinstance(lyr, QgsRasterLayer)]
     assert classes.crs() == xyz_layer.crs()
     assert classes.rasterUnitsPerPixelX() == pytest.approx(0.25, rel=0.01)  # the model's resolution

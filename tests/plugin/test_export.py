@@ -16,7 +16,8 @@ from qgis.core import (
 )
 
 from landcover_plugin import export
-from landcover_plugin.errors import LandcoverPluginError
+from landcover_plugin.contract import gsd_is_far
+from landcover_plugin.errors import CancelledError, InputError
 
 
 def _layer(path: Path | str) -> QgsRasterLayer:
@@ -48,12 +49,12 @@ def test_file_layers_are_passed_by_path_others_exported(crops: dict[str, Path], 
         gdal.Unlink("/vsimem/lc_test.tif")
 
 
-def test_gsd_in_metres_and_far_check(crops: dict[str, Path]) -> None:
-    gsd = export.layer_gsd_m(_layer(crops["rgb"]))
-    assert gsd == pytest.approx(0.1, rel=0.2)
-    assert export.gsd_is_far(gsd, 0.25) and not export.gsd_is_far(0.3, 0.25)
-    assert export.layer_gsd_m(_layer(crops["naip"])) == pytest.approx(5, rel=0.05)
-    assert not export.gsd_is_far(None, 0.25) and not export.gsd_is_far(0.1, None)
+def test_pixel_size_in_metres_and_far_check(crops: dict[str, Path]) -> None:
+    size = export.layer_pixel_size_m(_layer(crops["rgb"]))
+    assert size == pytest.approx((0.1, 0.1), rel=0.2)
+    assert gsd_is_far(size, 0.25) and not gsd_is_far((0.3, 0.3), 0.25)
+    assert export.layer_pixel_size_m(_layer(crops["naip"])) == pytest.approx((5, 5), rel=0.05)
+    assert not gsd_is_far(None, 0.25) and not gsd_is_far((0.1, 0.1), None)
 
 
 def test_window_for_extent_roundtrip(crops: dict[str, Path]) -> None:
@@ -72,7 +73,7 @@ def test_window_for_extent_roundtrip(crops: dict[str, Path]) -> None:
 def test_area_outside_layer_is_rejected(crops: dict[str, Path]) -> None:
     layer = _layer(crops["rgb"])
     far = QgsRectangle(0, 0, 10, 10)
-    with pytest.raises(LandcoverPluginError, match="does not overlap"):
+    with pytest.raises(InputError, match="does not overlap"):
         export.clip_to_layer(layer, export.Area(export.AREA_EXTENT, far))
 
 
@@ -96,7 +97,7 @@ def test_polygon_area_selected_only(crops: dict[str, Path]) -> None:
     polys = polygons_layer(layer.crs().authid(), [a, b])
     both = export.polygon_area(polys, layer)
     assert len(both.geometries) == 2 and both.extent == e
-    with pytest.raises(LandcoverPluginError, match="no features are selected"):
+    with pytest.raises(InputError, match="no features are selected"):
         export.polygon_area(polys, layer, selected_only=True)
     polys.selectByIds([2])
     one = export.polygon_area(polys, layer, selected_only=True)
@@ -119,18 +120,17 @@ def test_export_vrt_at_model_resolution(crops: dict[str, Path], tmp_path: Path) 
 
 def test_huge_exports_are_refused(crops: dict[str, Path]) -> None:
     layer = _layer(crops["rgb"])
-    with pytest.raises(LandcoverPluginError, match="smaller"):
+    with pytest.raises(InputError, match="smaller"):
         export.export_spec(layer, layer.extent(), pixel_size=layer.extent().width() / 100_000)
 
 
 def test_cancelled_export_leaves_no_file(crops: dict[str, Path], tmp_path: Path) -> None:
     from qgis.core import QgsFeedback
 
-    from landcover_plugin.runner import WorkerCanceled
 
     layer = _layer(crops["rgb"])
     feedback = QgsFeedback()
     feedback.cancel()
-    with pytest.raises(WorkerCanceled):
+    with pytest.raises(CancelledError):
         export.run_export(export.export_spec(layer, layer.extent(), None), tmp_path / "out.tif", feedback)
     assert not (tmp_path / "out.tif").exists()

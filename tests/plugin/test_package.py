@@ -77,10 +77,10 @@ def test_loads_with_qgis_utils(profile: Path) -> None:
         assert qgis.utils.loadPlugin("landcover_plugin")
         assert qgis.utils.startProcessingPlugin("landcover_plugin")
         import landcover_plugin
-        from landcover_plugin import runner
+        from landcover_plugin import contract
         provider = QgsApplication.processingRegistry().providerById("landcover")
-        print(landcover_plugin.__file__, runner.backend_parent(), sorted(a.id() for a in provider.algorithms()))
-        assert "tensorflow" not in sys.modules
+        print(landcover_plugin.__file__, contract.BACKEND_PARENT, sorted(a.id() for a in provider.algorithms()))
+        assert "tensorflow" not in sys.modules and "backend" not in sys.modules
         qgis.utils.unloadPlugin("landcover_plugin")
     """)
     out = subprocess.run([sys.executable, "-c", code], env=_env(profile), cwd=profile, capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""The worker runner: finding Python, argv, JSON progress, errors, cancel and clean-up (fake workers, fast)."""
+"""The worker runner: finding Python, protocol events, typed errors, cancel and clean-up (fake workers, fast)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from landcover_plugin import runner
-from landcover_plugin.errors import LandcoverPluginError
+from landcover_plugin.contract import ENV_PYTHON, ProgressEvent, encode_event, output_files, temp_path
+from landcover_plugin.errors import CancelledError, DependencyError, InputError, InternalError
 
 
 def _exe(path: Path) -> Path:
@@ -28,62 +29,25 @@ def test_find_python_order(tmp_path: Path) -> None:
     venv = tmp_path / "repo" / ".venv" / "bin"
     venv.mkdir(parents=True)
     _exe(venv / "python")
-    env = {runner.ENV_PYTHON: str(env_py)}
+    env = {ENV_PYTHON: str(env_py)}
     assert runner.find_python(str(setting), env, plugin_dir) == str(setting)
     assert runner.find_python(None, env, plugin_dir) == str(env_py)
     assert runner.find_python("", {}, plugin_dir) == str(venv / "python")
 
 
-def test_find_python_errors_say_how_to_fix(tmp_path: Path) -> None:
+def test_find_python_errors_are_dependency_errors_that_say_how_to_fix(tmp_path: Path) -> None:
     plugin_dir = tmp_path / "installed" / "landcover_plugin"
     plugin_dir.mkdir(parents=True)
-    with pytest.raises(LandcoverPluginError, match="make setup.*LANDCOVER_PYTHON"):
+    with pytest.raises(DependencyError, match="make setup.*Worker Python.*LANDCOVER_PYTHON"):
         runner.find_python(None, {}, plugin_dir)
-    with pytest.raises(LandcoverPluginError, match="LANDCOVER_PYTHON does not exist"):
-        runner.find_python(None, {runner.ENV_PYTHON: str(tmp_path / "nope")}, plugin_dir)
-
-
-def test_backend_found_in_source_tree_and_inside_plugin(tmp_path: Path) -> None:
-    assert (runner.backend_parent() / "backend" / "__init__.py").is_file()
-    packaged = tmp_path / "landcover_plugin"
-    (packaged / "backend").mkdir(parents=True)
-    (packaged / "backend" / "__init__.py").write_text("")
-    assert runner.backend_parent(packaged) == packaged
-    with pytest.raises(LandcoverPluginError, match="backend is missing"):
-        runner.backend_parent(tmp_path / "x" / "landcover_plugin")
-
-
-def test_worker_env_makes_backend_importable() -> None:
-    env = runner.worker_env("/usr/bin/python3", {"PYTHONHOME": "/qgis", "PATH": "/bin"})
-    assert env["PYTHONPATH"] == str(runner.backend_parent())
-    assert env["SM_FRAMEWORK"] == "tf.keras" and env["TF_USE_LEGACY_KERAS"] == "1"
-    assert "PYTHONHOME" not in env
-
-
-def test_build_argv() -> None:
-    args = runner.SegmentArgs("in.tif", "out.tif", model="m.json", overlap=16, batch_size=2, bands=[1, 2, 3],
-                              resample=True, confidence="c.tif", window=(10, 20, 30, 40))
-    assert runner.build_segment_argv("py", args) == [
-        "py", "-m", "backend", "segment", "in.tif", "out.tif", "--model", "m.json", "--overlap", "16",
-        "--batch-size", "2", "--bands", "1,2,3", "--resample", "--confidence", "c.tif", "--window", "10,20,30,40",
-        "--progress", "json",
-    ]
-    assert runner.build_segment_argv("py", runner.SegmentArgs("a", "b"))[-2:] == ["--progress", "json"]
-
-
-def test_parse_progress_lines() -> None:
-    ev = runner.parse_progress_line('{"stage": "predict", "done": 3, "total": 12, "message": ""}\n')
-    assert ev is not None and ev.stage == "predict" and ev.percent == 25.0
-    done = runner.parse_progress_line('{"stage": "done", "output": "/o.tif", "areas": {"classes": []}}')
-    assert done is not None and done.data["output"] == "/o.tif" and done.percent is None
-    for junk in ("Segmentation Models: using tf.keras", "{not json", '{"no": "stage"}', "", "[1]"):
-        assert runner.parse_progress_line(junk) is None
+    with pytest.raises(DependencyError, match="LANDCOVER_PYTHON does not exist"):
+        runner.find_python(None, {ENV_PYTHON: str(tmp_path / "nope")}, plugin_dir)
 
 
 def _fake_worker(tmp_path: Path, body: str) -> list[str]:
     script = tmp_path / "fake_worker.py"
     script.write_text("import json, sys, time\n" + textwrap.dedent(body))
-    return [sys.executable, str(script), "-", "-", "-", str(tmp_path / "out.tif")]
+    return [sys.executable, str(script)]
 
 
 def test_run_worker_reports_progress_and_result(tmp_path: Path) -> None:
@@ -94,46 +58,54 @@ def test_run_worker_reports_progress_and_result(tmp_path: Path) -> None:
         print(json.dumps({"stage": "warning", "message": "pixel size far from the model's"}), flush=True)
         print(json.dumps({"stage": "done", "output": "/x.tif", "areas": {"classes": [{"id": 1}]}}), flush=True)
     """)
-    events: list[runner.ProgressEvent] = []
+    events = []
     result = runner.run_worker(argv, {}, on_event=events.append)
-    assert [e.percent for e in events if e.stage == "predict"] == pytest.approx([100 / 3, 200 / 3, 100])
-    assert result.output == "/x.tif" and result.areas["classes"] == [{"id": 1}]
+    assert [e.percent for e in events if isinstance(e, ProgressEvent)] == pytest.approx([100 / 3, 200 / 3, 100])
+    assert result.done is not None and result.done.output == "/x.tif"
+    assert result.done.areas["classes"] == [{"id": 1}]
     assert result.warnings == ["pixel size far from the model's"]
     assert "noise from a library" in result.log
 
 
-def test_run_worker_error_messages(tmp_path: Path) -> None:
+def test_run_worker_raises_the_error_kind_the_worker_reported(tmp_path: Path) -> None:
     argv = _fake_worker(tmp_path, """
-        print(json.dumps({"stage": "error", "message": "band 4 does not exist; use --bands 1,2,3"}), flush=True)
+        line = {"stage": "error", "kind": "input", "message": "band 4 does not exist; use --bands 1,2,3"}
+        print(json.dumps(line), flush=True)
         print("error: band 4 does not exist; use --bands 1,2,3", file=sys.stderr)
         sys.exit(2)
     """)
-    with pytest.raises(LandcoverPluginError, match="band 4 does not exist; use --bands 1,2,3") as info:
+    with pytest.raises(InputError, match="band 4 does not exist; use --bands 1,2,3") as info:
         runner.run_worker(argv, {})
-    assert "band 4" in info.value.details
+    assert info.value.kind == "input" and "band 4" in info.value.details
+
+
+def test_a_worker_that_dies_without_an_error_event_is_internal(tmp_path: Path) -> None:
     argv = _fake_worker(tmp_path, """
         print("Traceback ...\\nRuntimeError: boom", file=sys.stderr)
         sys.exit(1)
     """)
-    with pytest.raises(LandcoverPluginError, match="RuntimeError: boom"):
+    with pytest.raises(InternalError, match="exited with code 1.*RuntimeError: boom"):
         runner.run_worker(argv, {})
 
 
+def test_a_worker_python_that_cannot_start_is_a_dependency_error(tmp_path: Path) -> None:
+    with pytest.raises(DependencyError, match="could not start the worker Python"):
+        runner.run_worker([str(tmp_path / "no-python"), "-c", "pass"], {})
+
+
 def test_cancel_terminates_worker_and_removes_only_new_outputs(tmp_path: Path) -> None:
-    out = tmp_path / "out.tif"
-    keep = tmp_path / "out_previous_run.txt"  # same prefix, but existed before: must survive
+    out = tmp_path / "landcover.2024.tif"
+    files = output_files(out)
+    keep = tmp_path / "landcover.2023.qml"  # a neighbour's style that existed before: must survive
     keep.write_text("x")
     argv = _fake_worker(tmp_path, f"""
-        open({str(out) + '.part'!r}, "w").write("partial")
-        open({str(tmp_path / 'out.areas.json')!r}, "w").write("{{}}")
+        open({str(temp_path(out, 4242))!r}, "w").write("partial")
+        open({str(files.areas_json)!r}, "w").write("{{}}")
         print(json.dumps({{"stage": "predict", "done": 0, "total": 100, "message": ""}}), flush=True)
         time.sleep(60)
     """)
     started = threading.Event()
     cancel_at: list[float] = []
-
-    def on_event(event: runner.ProgressEvent) -> None:
-        started.set()
 
     def is_canceled() -> bool:
         if started.is_set() and not cancel_at:
@@ -141,32 +113,41 @@ def test_cancel_terminates_worker_and_removes_only_new_outputs(tmp_path: Path) -
         return bool(cancel_at)
 
     t0 = time.monotonic()
-    with pytest.raises(runner.WorkerCanceled):
-        runner.run_worker(argv, {}, on_event=on_event, is_canceled=is_canceled, cleanup=runner.OutputGuard([out]))
+    with pytest.raises(CancelledError):
+        runner.run_worker(argv, {}, on_event=lambda e: started.set(), is_canceled=is_canceled,
+                          cleanup=runner.OutputGuard(files.all()))
     assert time.monotonic() - t0 < 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake_worker.py", keep.name]
 
 
-def test_check_runtime_without_tensorflow_names_the_fix() -> None:
-    python = "/usr/bin/python3"  # Debian's system Python has no TensorFlow
-    with pytest.raises(LandcoverPluginError) as info:
+def test_check_runtime_reports_the_workers_dependency_error() -> None:
+    python = "/usr/bin/python3"  # Debian's system Python: no onnxruntime, no TensorFlow
+    runner._RUNTIME_OK.pop(python, None)
+    with pytest.raises(DependencyError) as info:
         runner.check_runtime(python)
-    message = str(info.value)
-    assert "cannot import ONNX Runtime nor TensorFlow" in message
-    assert f"{python} -m pip install -r " in message and "requirements.txt" in message
+    assert python in str(info.value) and info.value.kind == "dependency"
 
 
-def test_check_runtime_accepts_onnxruntime_without_tensorflow(tmp_path) -> None:
-    # A worker Python that has numpy, rasterio and onnxruntime but no TensorFlow can run ONNX bundles.
+def test_check_runtime_accepts_onnxruntime_without_tensorflow(tmp_path: Path) -> None:
+    # A worker Python with numpy, rasterio and onnxruntime but no TensorFlow can run ONNX bundles.
     fake = tmp_path / "site"
     for name in ("numpy", "rasterio", "onnxruntime"):
         (fake / name).mkdir(parents=True)
-        (fake / name / "__init__.py").write_text("")
-    python = "/usr/bin/python3"
-    env = {"PYTHONPATH": str(fake), "PATH": "/usr/bin:/bin"}
-    runner._RUNTIME_OK.pop(python, None)
-    runner.check_runtime(python, env)  # no exception
-    runner._RUNTIME_OK.pop(python, None)
+        (fake / name / "__init__.py").write_text("def set_default_logger_severity(level):\n    pass\n")
+    python = tmp_path / "python"  # the system Python, with the fake packages after the backend on its path
+    python.write_text(f'#!/bin/sh\nPYTHONPATH="$PYTHONPATH:{fake}" exec /usr/bin/python3 "$@"\n')
+    python.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin"}
+    runner.check_runtime(str(python), env)  # no exception
+    runner._RUNTIME_OK.pop(str(python), None)
     shutil.rmtree(fake / "onnxruntime")
-    with pytest.raises(LandcoverPluginError, match="neither onnxruntime nor TensorFlow"):
-        runner.check_runtime(python, env)
+    with pytest.raises(DependencyError, match="neither onnxruntime nor TensorFlow"):
+        runner.check_runtime(str(python), env)
+
+
+def test_protocol_lines_from_the_contract_reach_the_runner(tmp_path: Path) -> None:
+    line = encode_event(ProgressEvent("predict", 5, 10, "tiles"))
+    argv = _fake_worker(tmp_path, f"print({line!r}, flush=True)\n")
+    events = []
+    runner.run_worker(argv, {}, on_event=events.append)
+    assert events == [ProgressEvent("predict", 5, 10, "tiles")]

@@ -1,0 +1,76 @@
+"""Errors shown to the user: the message bar entry for each error kind and the action it offers.
+
+The kind (from the contract, the same whether the error arose in QGIS or in the worker) decides
+what the user is offered, never the message text: a missing dependency opens the dialog at the
+Worker Python field, a model problem at the model list, an output problem at the output file. Every
+error also gets a Details button with the whole message and the worker's log, so nothing is clipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from qgis.core import Qgis, QgsMessageLog
+from qgis.PyQt.QtWidgets import QMessageBox, QPushButton
+
+from .errors import LandcoverError
+
+LOG_TAG = "Landcover"
+
+
+@dataclass(frozen=True)
+class ErrorAction:
+    """How an error kind is presented: title, message-bar level and the dialog field that fixes it."""
+
+    title: str
+    level: int
+    button: str = ""  # label of the button that opens the dialog at ``focus``; empty: no such button
+    focus: str = ""  # a field name the dialog's focus_field() knows
+
+
+ACTIONS: dict[str, ErrorAction] = {
+    "input": ErrorAction("Landcover: check the input", Qgis.Critical, "Change input…", "layer"),
+    "model": ErrorAction("Landcover: model problem", Qgis.Critical, "Choose model…", "model"),
+    "dependency": ErrorAction("Landcover: worker Python missing packages", Qgis.Critical, "Worker Python…",
+                              "worker_python"),
+    "output": ErrorAction("Landcover: cannot write the result", Qgis.Critical, "Choose output…", "output"),
+    "cancelled": ErrorAction("Landcover", Qgis.Info),
+    "internal": ErrorAction("Landcover: unexpected error", Qgis.Critical),
+}
+
+
+def action_for(error: LandcoverError) -> ErrorAction:
+    """The presentation of ``error``'s kind (unknown kinds are internal)."""
+    return ACTIONS.get(error.kind, ACTIONS["internal"])
+
+
+def show_details(parent, error: LandcoverError) -> None:
+    """A dialog with the whole message, its kind and the worker's log."""
+    box = QMessageBox(QMessageBox.Critical if error.kind != "cancelled" else QMessageBox.Information,
+                      action_for(error).title, str(error), QMessageBox.Close, parent)
+    if error.details:
+        box.setDetailedText(error.details)
+    box.exec_()
+
+
+def push_error(bar, error: LandcoverError, open_dialog: Callable[[str], None] | None = None, parent=None) -> None:
+    """Show ``error`` in the message bar ``bar`` with its kind's action and a Details button; log it too.
+
+    Args:
+        open_dialog: opens the Landcover dialog at a field (see :class:`ErrorAction`); None hides that button.
+    """
+    action = action_for(error)
+    QgsMessageLog.logMessage(f"{error} [{error.kind}]\n{error.details}".strip(), LOG_TAG, action.level)
+    item = bar.createMessage(action.title, str(error))
+    if action.button and open_dialog is not None:
+        fix = QPushButton(action.button, item)
+        fix.setObjectName(f"landcoverFix_{action.focus}")
+        fix.clicked.connect(lambda: open_dialog(action.focus))
+        item.layout().addWidget(fix)
+    if error.kind != "cancelled":
+        details = QPushButton("Details", item)
+        details.setObjectName("landcoverDetails")
+        details.clicked.connect(lambda: show_details(parent, error))
+        item.layout().addWidget(details)
+    bar.pushWidget(item, action.level, 0 if action.level == Qgis.Critical else 5)
