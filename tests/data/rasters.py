@@ -1,4 +1,4 @@
-"""Tiny georeferenced rasters written on demand by the tests (no binary test data in the repo)."""
+"""Tiny georeferenced rasters written on demand by the tests (the only binary test data: the rasters in real/)."""
 
 from __future__ import annotations
 

@@ -37,7 +37,9 @@ def test_loading_is_light_and_fast() -> None:
         "import sys, time; import qgis.core, qgis.gui, qgis.PyQt.QtWidgets; t = time.perf_counter();"
         "import landcover_plugin.plugin, landcover_plugin.processing_provider.provider, landcover_plugin.dialog;"
         "dt = time.perf_counter() - t;"
-        "bad = [m for m in ('tensorflow', 'segmentation_models', 'backend', 'keras') if m in sys.modules];"
+        "heavy = ('tensorflow', 'segmentation_models', 'backend', 'keras', 'onnxruntime', 'rasterio', 'tqdm');"
+        "bad = [m for m in sys.modules if m.split('.')[0] in heavy];"
+        "assert sys.modules['landcover_plugin.contract'].__file__.endswith('backend/contract.py');"
         "print(dt, bad); assert not bad, bad"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
