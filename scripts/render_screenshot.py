@@ -60,8 +60,8 @@ def _render(args: argparse.Namespace) -> int:
     from qgis.PyQt.QtGui import QColor, QFont
 
     from landcover_plugin import export, job
-    from landcover_plugin.errors import LandcoverPluginError
-    from landcover_plugin.models import resolve_model
+    from landcover_plugin.contract import resolve_model
+    from landcover_plugin.errors import LandcoverError
     from landcover_plugin.results import GROUP_NAME, add_results
 
     project = QgsProject.instance()
@@ -71,7 +71,7 @@ def _render(args: argparse.Namespace) -> int:
         return 2
     try:
         model = resolve_model(args.model)
-    except LandcoverPluginError as exc:
+    except LandcoverError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     e = ortho.extent()
@@ -84,7 +84,7 @@ def _render(args: argparse.Namespace) -> int:
     try:
         job.validate(request)
         outcome = job.execute(job.prepare(request), lambda p, m: print(f"\r{p:5.1f} % {m[:60]:<60}", end=""))
-    except LandcoverPluginError as exc:
+    except LandcoverError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
     print()
