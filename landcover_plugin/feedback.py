@@ -32,7 +32,7 @@ class ErrorAction:
 ACTIONS: dict[str, ErrorAction] = {
     "input": ErrorAction("Landcover: check the input", Qgis.Critical, "Change input…", "layer"),
     "model": ErrorAction("Landcover: model problem", Qgis.Critical, "Choose model…", "model"),
-    "dependency": ErrorAction("Landcover: worker Python missing packages", Qgis.Critical, "Worker Python…",
+    "dependency": ErrorAction("Landcover: the worker Python cannot run models", Qgis.Critical, "Worker Python…",
                               "worker_python"),
     "output": ErrorAction("Landcover: cannot write the result", Qgis.Critical, "Choose output…", "output"),
     "cancelled": ErrorAction("Landcover", Qgis.Info),

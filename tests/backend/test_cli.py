@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backend.contract import output_files
 from tests.conftest import REPO
 from tests.data.rasters import random_rgb, write_raster
 
@@ -108,7 +109,9 @@ def test_json_protocol_end_to_end_with_a_real_network(tmp_path):
     done = lines[-1]
     assert done["stage"] == "done" and done["output"] == str(out)
     assert sum(c["pixels"] for c in done["areas"]["classes"]) == 300 * 280
-    assert Path(done["qml"]).is_file() and Path(done["areas_csv"]).is_file() and (tmp_path / "conf.tif").is_file()
+    files = output_files(done["output"])  # the sidecars' names follow from the output (the contract's rule)
+    assert all(p.is_file() for p in files.all()) and done["confidence"] == str(tmp_path / "conf.tif")
+    assert (tmp_path / "conf.tif").is_file()
 
 
 @pytest.mark.slow
