@@ -35,7 +35,6 @@ def _load() -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[__name__] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
-    module.contract_file = contract_file
 
 
 _load()
