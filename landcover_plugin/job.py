@@ -215,7 +215,9 @@ def execute(plan: Plan, progress: ProgressFn = lambda p, m: None, is_canceled: C
         CancelledError: cancelled; partial outputs were removed.
         LandcoverError: any failure, of a kind the caller can act on, with an actionable message.
     """
-    outputs = [plan.output] + [p for p in (plan.confidence, plan.polygons) if p]
+    # The class raster with every sidecar the worker writes beside it (its .qml and areas files do not share
+    # the raster's file name), so a failure after the worker finished leaves none of them behind.
+    outputs = output_files(plan.output).all() + [p for p in (plan.confidence, plan.polygons) if p]
     guard = runner.OutputGuard(outputs)
     try:
         progress(0, "checking the worker Python")

@@ -94,7 +94,7 @@ class OutputGuard:
 
     def _owned(self, f: Path) -> bool:
         """An output, its in-progress name, or a file its writer adds (``x.tif.aux.xml``, ``x.gpkg-wal``)."""
-        return any(f == p or is_temp_of(f, p) or f.name.startswith(p.name) for p in self.paths)
+        return any(f.parent == p.parent and f.name.startswith(p.name) or is_temp_of(f, p) for p in self.paths)
 
     def cleanup(self) -> list[Path]:
         """Delete new files that belong to the outputs."""
