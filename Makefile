@@ -43,10 +43,10 @@ apt:
 	  export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): requirements.txt requirements-nodeps.txt
+$(STAMP): requirements.txt $(wildcard backend/requirements/*.txt)
 	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r backend/requirements/tensorflow-nodeps.txt
 	@touch $(STAMP)
 
 test: setup

@@ -114,7 +114,9 @@ class OnnxExport:
 class ModelBundle(ModelInfo):
     """A model's metadata (:class:`~backend.contract.ModelInfo`, checked there) plus how to run it.
 
-    ``weights`` is None only for untrained (random-initialised) models, which use ``seed``.
+    ``weights`` is None for untrained (random-initialised) models, which use ``seed``, and for
+    ONNX-only bundles. It may name a file that is absent when the ONNX export is there: the plugin
+    zip ships only the ONNX file, and the TensorFlow runtime then explains what is missing.
     """
 
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
@@ -133,7 +135,12 @@ class ModelBundle(ModelInfo):
 
     @property
     def is_untrained(self) -> bool:
-        return self.weights is None
+        return self.weights is None and self.onnx is None
+
+    @property
+    def has_weights(self) -> bool:
+        """The TensorFlow weights file is on disk (the TensorFlow runtime needs it)."""
+        return self.weights is not None and self.weights.is_file()
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (weights path relative to the JSON file)."""
@@ -166,6 +173,13 @@ class ModelBundle(ModelInfo):
         os.replace(tmp, json_path)
         return json_path
 
+    def _weights_summary(self) -> str:
+        if self.is_untrained:
+            return f"random (untrained, seed {self.seed})"
+        if not self.has_weights:
+            return "not installed (ONNX export only; the TensorFlow runtime needs them)"
+        return str(self.weights)
+
     def summary(self) -> str:
         """A few human-readable lines about the model."""
         gsd = f"{self.gsd_m:g} m/px" if self.gsd_m else "unknown"
@@ -176,7 +190,7 @@ class ModelBundle(ModelInfo):
             f"input:        {self.input_bands} bands, pixel / {self.preprocessing.scale:g}",
             f"resolution:   {gsd}",
             f"classes:      {', '.join(f'{c.id} {c.name}' for c in self.classes)}",
-            f"weights:      {self.weights if self.weights else f'random (untrained, seed {self.seed})'}",
+            f"weights:      {self._weights_summary()}",
         ]
         if self.onnx is not None:
             extra = ", Deepness metadata" if self.onnx.deepness else ""
@@ -201,11 +215,14 @@ def bundle_from_dict(data: dict[str, Any], source: Path | None = None) -> ModelB
         pre = Preprocessing(**data.get("preprocessing", {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"model bundle{where} has malformed preprocessing ({exc})") from exc
+    onnx = _onnx_from_dict(data.get("onnx"), source, where)
+    has_onnx = onnx is not None and onnx.file.is_file()
     weights = data.get("weights")
-    if not weights:
-        raise ModelError(f"model bundle{where} names no weights file; set \"weights\" to the .weights.h5 beside it")
-    weights_path = ((source.parent if source else Path.cwd()) / weights).resolve()
-    if not weights_path.is_file():
+    if not weights and not has_onnx:
+        raise ModelError(f"model bundle{where} names no weights file and no ONNX export; set \"weights\" to the "
+                         ".weights.h5 beside it")
+    weights_path = ((source.parent if source else Path.cwd()) / weights).resolve() if weights else None
+    if weights_path is not None and not weights_path.is_file() and not has_onnx:
         raise ModelError(
             f"weights file {weights_path} named by the model bundle{where} is missing; "
             "copy it beside the JSON or fix the \"weights\" entry"
@@ -215,7 +232,7 @@ def bundle_from_dict(data: dict[str, Any], source: Path | None = None) -> ModelB
         preprocessing=pre,
         weights=weights_path,
         provenance=dict(data.get("provenance") or {}),
-        onnx=_onnx_from_dict(data.get("onnx"), source, where),
+        onnx=onnx,
     )
 
 

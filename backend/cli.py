@@ -22,6 +22,7 @@ from backend.contract import (
     EXIT_USAGE,
     PROGRESS_MODES,
     RUNTIMES,
+    SETUP_HINT,
     CancelledError,
     DependencyError,
     ErrorEvent,
@@ -32,8 +33,8 @@ from backend.contract import (
     encode_event,
 )
 
-#: How to install what the backend needs, for someone running it from the source tree.
-INSTALL_HINT = "run 'make setup' in the Landcover source tree and use .venv/bin/python"
+#: How to install what the backend needs (the plugin's managed runtime, or the source tree's .venv).
+INSTALL_HINT = SETUP_HINT
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--progress", choices=PROGRESS_MODES, default="bar",
                         help="json: report as the worker protocol's last line, for the QGIS plugin")
+    doctor.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                        help="auto (default): either runtime will do; onnx or tensorflow: that one must work")
 
     prev = sub.add_parser("preview", help="render orthophoto | land cover with legend side by side to a PNG")
     prev.add_argument("image", metavar="ORTHOPHOTO")
@@ -238,13 +241,22 @@ def _doctor(args: argparse.Namespace) -> int:
 
     for name in ("numpy", "rasterio"):
         importlib.import_module(name)  # ModuleNotFoundError becomes a DependencyError in main()
-    runtime = _first_runtime()
+    runtime = _first_runtime() if args.runtime == "auto" else _require_runtime(args.runtime)
     message = f"{sys.executable} can run models with the {runtime} runtime"
     if args.progress == "json":
         print(encode_event(InfoEvent(message)), flush=True)
     else:
         print(f"ok: {message}")
     return EXIT_OK
+
+
+def _require_runtime(kind: str) -> str:
+    """Import runtime ``kind`` (``onnx`` or ``tensorflow``); its DependencyError names the fix."""
+    from backend.onnx_runtime import import_onnxruntime
+    from backend.tf_import import import_segmentation_models
+
+    (import_onnxruntime if kind == "onnx" else import_segmentation_models)()
+    return kind
 
 
 def _first_runtime() -> str:

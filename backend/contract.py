@@ -516,6 +516,23 @@ ENV_THREADS = "LANDCOVER_THREADS"
 WORKER_MODULE = "backend"
 BACKEND_PARENT = Path(__file__).resolve().parent.parent  # what the worker needs on PYTHONPATH
 
+#: The worker's pinned requirement lists (shipped in the plugin zip inside ``backend/``): ``runtime.txt`` for
+#: bundles with an ONNX export, ``tensorflow.txt`` (+ ``tensorflow-nodeps.txt``, installed with --no-deps) on top.
+REQUIREMENTS_DIR = Path(__file__).resolve().parent / "requirements"
+RUNTIME_REQUIREMENTS = ("runtime.txt",)
+TENSORFLOW_REQUIREMENTS = ("tensorflow.txt",)
+TENSORFLOW_NODEPS_REQUIREMENTS = ("tensorflow-nodeps.txt",)
+#: Measured on Debian 12 / Python 3.11 (README, "Worker runtime"): what setting up each runtime downloads and
+#: then occupies on disk, in MB. Shown to the user before they agree to the download.
+RUNTIME_DOWNLOAD_MB = {"onnx": 80, "tensorflow": 650}
+RUNTIME_DISK_MB = {"onnx": 290, "tensorflow": 1900}
+#: The one fix for a worker Python that lacks packages, on either side of the boundary.
+SETUP_HINT = ("set up the Landcover runtime: in QGIS, Raster > Landcover > Set up runtime… (or "
+              "'qgis_process.bin run landcover:setup_runtime'); in the source tree, 'make setup'")
+TENSORFLOW_HINT = ("add the TensorFlow runtime: in QGIS, Raster > Landcover > Add TensorFlow runtime… (or "
+                   "'qgis_process.bin run landcover:setup_runtime -- TENSORFLOW=true'); in the source tree, "
+                   "'make setup'")
+
 #: Read by TensorFlow and segmentation_models at import time (see backend/tf_import.py).
 TENSORFLOW_ENV = {"SM_FRAMEWORK": "tf.keras", "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 WORKER_ENV = {**TENSORFLOW_ENV, "PYTHONUNBUFFERED": "1"}

@@ -203,6 +203,12 @@ def build_from_bundle(bundle: ModelBundle) -> Any:
     if bundle.is_untrained:
         tf.keras.utils.set_random_seed(bundle.seed)
     model = build_model(bundle.architecture, bundle.backbone, bundle.num_classes, bundle.input_bands)
-    if bundle.weights is not None:
+    if bundle.weights is not None or bundle.onnx is not None:
+        if not bundle.has_weights:
+            raise ModelError(
+                f"model {bundle.name!r} has no TensorFlow weights in this installation (only its ONNX export: the "
+                "plugin zip ships that alone); run it with the ONNX runtime (--runtime onnx or auto), or copy "
+                f"{bundle.weights.name if bundle.weights else 'the .weights.h5 file'} beside {bundle.source}"
+            )
         load_weights(model, bundle.weights)
     return model

@@ -16,12 +16,10 @@ from types import ModuleType
 import numpy as np
 
 from backend.bundle import ModelBundle
-from backend.contract import ENV_THREADS
+from backend.contract import ENV_THREADS, SETUP_HINT
 from backend.errors import DependencyError, InputError, ModelError
 
-_INSTALL_HINT = (
-    "install it with '.venv/bin/pip install onnxruntime==1.31.1' (or 'make setup'), or use --runtime tensorflow"
-)
+_INSTALL_HINT = f"{SETUP_HINT}; or use --runtime tensorflow"
 
 
 def import_onnxruntime() -> ModuleType:

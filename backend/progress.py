@@ -64,9 +64,12 @@ class BarProgress(Progress):
         self._bar = None
 
     def start(self, stage: str, total: int, message: str = "") -> None:
-        from tqdm import tqdm
-
         self.close()
+        try:
+            from tqdm import tqdm
+        except ModuleNotFoundError:  # the plugin's lean runtime has no tqdm: say what runs, without a bar
+            self._write(f"{stage}: {total} tiles")
+            return
         self._bar = tqdm(total=total, desc=stage, unit="tile", file=self.stream, dynamic_ncols=True)
 
     def advance(self, done: int) -> None:

@@ -67,6 +67,7 @@ def make_runtime(bundle: ModelBundle, kind: str = "auto") -> Runtime:
     from backend.onnx_runtime import OnnxRuntime, onnxruntime_available
 
     has_onnx = bundle.onnx is not None and bundle.onnx.file.is_file()
-    if kind == "onnx" or (kind == "auto" and has_onnx and onnxruntime_available()):
+    # An ONNX-only install (the plugin zip) goes to ONNX Runtime even without onnxruntime: its error names the fix.
+    if kind == "onnx" or (kind == "auto" and has_onnx and (onnxruntime_available() or not bundle.has_weights)):
         return OnnxRuntime(bundle)
     return TensorFlowRuntime(bundle)

@@ -12,10 +12,10 @@ import os
 import sys
 from types import ModuleType
 
-from backend.contract import TENSORFLOW_ENV
+from backend.contract import TENSORFLOW_ENV, TENSORFLOW_HINT
 from backend.errors import DependencyError
 
-_INSTALL_HINT = "run 'make setup' (or: .venv/bin/pip install -r requirements.txt) and use the .venv python"
+_INSTALL_HINT = TENSORFLOW_HINT
 
 
 def configure_environment() -> None:

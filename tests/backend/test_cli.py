@@ -142,3 +142,28 @@ def test_terminating_the_worker_leaves_nothing_that_looks_finished(tmp_path):
     proc.wait(timeout=60)
     assert proc.returncode != 0
     assert list(out_dir.iterdir()) == []
+
+
+def test_doctor_checks_the_runtime_asked_for(monkeypatch, capsys):
+    """The plugin's runtime setup verifies with 'doctor --runtime onnx'; a missing package names the fix."""
+    from backend.cli import main
+
+    assert main(["doctor", "--runtime", "onnx", "--progress", "json"]) == 0
+    event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert event["stage"] == "info" and "onnx runtime" in event["message"]
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as in a Python without onnxruntime
+    assert main(["doctor", "--runtime", "onnx", "--progress", "json"]) == 2
+    event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert event["kind"] == "dependency" and "Set up runtime" in event["message"]
+
+
+def test_doctor_without_tensorflow_names_the_tensorflow_runtime(monkeypatch, capsys):
+    from backend.cli import main
+
+    for name in ("tensorflow", "segmentation_models"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert main(["doctor", "--runtime", "auto"]) == 0  # ONNX Runtime is enough for bundles with an export
+    capsys.readouterr()
+    assert main(["doctor", "--runtime", "tensorflow", "--progress", "json"]) == 2
+    event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert event["kind"] == "dependency" and "Add TensorFlow runtime" in event["message"]

@@ -267,7 +267,7 @@ def test_missing_onnxruntime(exported, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes 'import onnxruntime' raise ImportError
     bundle = load_bundle(exported[0])
-    with pytest.raises(LandcoverError, match="onnxruntime is not installed.*pip install onnxruntime"):
+    with pytest.raises(LandcoverError, match="onnxruntime is not installed.*Set up runtime.*make setup"):
         make_runtime(bundle, "onnx")
     assert isinstance(make_runtime(bundle, "auto"), TensorFlowRuntime)  # auto falls back
     src = write_raster(tmp_path / "in.tif", np.zeros((3, 40, 40), np.uint8))
@@ -276,6 +276,32 @@ def test_missing_onnxruntime(exported, tmp_path, monkeypatch, capsys):
     assert code == 2
     assert "onnxruntime is not installed" in capsys.readouterr().err
     assert not (tmp_path / "out.tif").exists()
+
+
+@pytest.mark.slow
+def test_onnx_only_bundle_as_the_plugin_zip_ships_it(exported, tmp_path, monkeypatch):
+    """The zip ships the bundle JSON and its ONNX file, not the TensorFlow weights the JSON names."""
+    from backend.runtime import make_runtime
+
+    json_path = _copy_bundle(exported[0], tmp_path / "zip")
+    bundle = load_bundle(json_path)
+    bundle.weights.unlink()
+    bundle = load_bundle(json_path)
+    assert not bundle.has_weights and not bundle.is_untrained
+    assert "not installed (ONNX export only" in bundle.summary()
+    assert make_runtime(bundle, "auto").name == "onnx"
+    with pytest.raises(LandcoverError, match="no TensorFlow weights in this installation.*ONNX runtime"):
+        make_runtime(bundle, "tensorflow")
+    data = json.loads(json_path.read_text())
+    del data["weights"]  # an ONNX-only bundle need not name weights at all
+    assert bundle_from_dict(data, json_path).weights is None
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(LandcoverError, match="onnxruntime is not installed.*Set up runtime") as info:
+        make_runtime(bundle, "auto")  # not TensorFlow, which has no weights here: the error names the real fix
+    assert info.value.kind == "dependency"
+    json_path.with_name(bundle.onnx.file.name).unlink()
+    with pytest.raises(LandcoverError, match="names no weights file and no ONNX export"):
+        bundle_from_dict(data, json_path)
 
 
 def test_runtime_onnx_without_an_export_is_a_clear_error():
