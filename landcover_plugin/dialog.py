@@ -35,7 +35,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from . import export, job
+from . import export, job, runner
 from .contract import (
     ENV_PYTHON,
     ModelInfo,
@@ -45,9 +45,10 @@ from .contract import (
     untrained_model,
     user_models_dir,
 )
-from .errors import InputError, LandcoverError, ModelError
-from .feedback import LOG_TAG, push_error
+from .errors import DependencyError, InputError, LandcoverError, ModelError
+from .feedback import LOG_TAG, push_error, push_setup_offer
 from .results import add_results
+from .runtime_ui import RuntimeManager
 from .settings import Settings
 from .styling import areas_oneline, areas_summary
 from .worker.task import SegmentTask
@@ -55,10 +56,11 @@ from .worker.task import SegmentTask
 UNTRAINED_SPEC = "untrained:Unet:resnet18"
 
 
-def report_task(iface, task: SegmentTask, add_to_map: bool = True, open_dialog=None) -> None:
+def report_task(iface, task: SegmentTask, add_to_map: bool = True, open_dialog=None, setup_runtime=None) -> None:
     """Show a finished task's result to the user: layers on the map, summary or error in the message bar.
 
-    ``open_dialog(field)`` opens the dialog at the field that fixes an error (see :mod:`feedback`).
+    ``open_dialog(field)`` opens the dialog at the field that fixes an error (see :mod:`feedback`);
+    ``setup_runtime()`` sets up the managed runtime (offered for dependency errors).
     """
     bar = iface.messageBar()
     if task.outcome is not None:
@@ -78,7 +80,7 @@ def report_task(iface, task: SegmentTask, add_to_map: bool = True, open_dialog=N
     elif task.canceled:
         bar.pushMessage("Landcover", "segmentation cancelled; no output was kept", level=Qgis.Info, duration=5)
     elif task.error is not None:
-        push_error(bar, task.error, open_dialog, iface.mainWindow())
+        push_error(bar, task.error, open_dialog, iface.mainWindow(), setup_runtime)
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,11 @@ class ModelEntry:
 class LandcoverDialog(QDialog):
     """Non-modal dialog; ``run()`` validates and starts a :class:`SegmentTask`."""
 
-    def __init__(self, iface, parent: QWidget | None = None) -> None:
+    def __init__(self, iface, parent: QWidget | None = None, runtime: RuntimeManager | None = None) -> None:
         super().__init__(parent or iface.mainWindow())
         self.iface = iface
+        self.runtime = runtime or RuntimeManager(iface, self.focus_field)
+        self.runtime.on_ready.append(lambda status: self.bar.clearWidgets())
         self.tasks: list[SegmentTask] = []
         self.last_error: LandcoverError | None = None
         self._entries: list[ModelEntry] = []
@@ -186,7 +190,7 @@ class LandcoverDialog(QDialog):
         self.python_widget = QgsFileWidget()
         self.python_widget.setStorageMode(QgsFileWidget.GetFile)
         self.python_widget.lineEdit().setPlaceholderText(
-            f"default: ${ENV_PYTHON} or the source tree's .venv/bin/python")
+            f"default: ${ENV_PYTHON}, else the Landcover runtime (Raster > Landcover > Set up runtime…)")
         form.addRow("Tile overlap", self.overlap_spin)
         form.addRow("Batch size", self.batch_spin)
         form.addRow("", self.resample_check)
@@ -249,10 +253,12 @@ class LandcoverDialog(QDialog):
     def refresh_models(self, select: str | None = None) -> None:
         """Fill the model list: bundled and user bundles (broken ones disabled, with their error), remembered
         files, and the untrained check model."""
+        settings = Settings.load()
         entries = [ModelEntry(f"{m.info.name} ({m.origin})", m.info) if m.info is not None else
-                   ModelEntry(f"{m.key} ({m.origin}, unreadable)", None, m.error) for m in list_models()]
+                   ModelEntry(f"{m.key} ({m.origin}, unreadable)", None, m.error)
+                   for m in list_models(settings.model_dirs())]
         known = {str(e.info.source) for e in entries if e.info is not None}
-        for path in Settings.load().extra_models:
+        for path in settings.extra_models:
             if path not in known and Path(path).is_file():
                 try:
                     info = load_model_info(path)
@@ -305,7 +311,8 @@ class LandcoverDialog(QDialog):
         return self._entries[i].info if 0 <= i < len(self._entries) else None
 
     def _browse_model(self) -> None:
-        start = Settings.load().browse_dir or str(user_models_dir())
+        settings = Settings.load()
+        start = settings.browse_dir or str(user_models_dir(settings.environ()))
         path, _ = QFileDialog.getOpenFileName(self, "Model bundle", start, "Landcover model (*.json)")
         if path:
             settings = Settings.load()
@@ -377,7 +384,27 @@ class LandcoverDialog(QDialog):
         """Show an error inside the dialog, with its kind's action (see :mod:`feedback`)."""
         self.last_error = error
         self.bar.clearWidgets()
-        push_error(self.bar, error, self.focus_field, self)
+        push_error(self.bar, error, self.focus_field, self, self.setup_runtime)
+
+    def setup_runtime(self):
+        """Set up the managed runtime (the offer's button); the task, or None if it did not start."""
+        return self.runtime.start()
+
+    def check_worker(self) -> bool:
+        """Offer the runtime setup in the dialog when no worker Python is usable yet; True if one is."""
+        if self.python_widget.filePath().strip():
+            return True  # an explicit choice is checked when Run is pressed
+        try:
+            runner.find_python(None, runtime_root=Settings.load().runtime_root())
+            return True
+        except DependencyError as exc:
+            self.bar.clearWidgets()
+            push_setup_offer(self.bar, f"{exc}", self.setup_runtime)
+            return False
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API name
+        super().showEvent(event)
+        self.check_worker()
 
     def run(self) -> SegmentTask | None:
         """Validate the choices and start the background task; None if it did not start."""
@@ -399,7 +426,7 @@ class LandcoverDialog(QDialog):
         add_to_map = self.add_to_map.isChecked()
 
         def done(task: SegmentTask) -> None:
-            report_task(self.iface, task, add_to_map, self.focus_field)
+            report_task(self.iface, task, add_to_map, self.focus_field, self.setup_runtime)
             if task in self.tasks:
                 self.tasks.remove(task)
 

@@ -1,9 +1,10 @@
 """Errors shown to the user: the message bar entry for each error kind and the action it offers.
 
 The kind (from the contract, the same whether the error arose in QGIS or in the worker) decides
-what the user is offered, never the message text: a missing dependency opens the dialog at the
-Worker Python field, a model problem at the model list, an output problem at the output file. Every
-error also gets a Details button with the whole message and the worker's log, so nothing is clipped.
+what the user is offered, never the message text: a missing dependency offers setting up the
+managed runtime and opens the dialog at the Worker Python field, a model problem at the model
+list, an output problem at the output file. Every error also gets a Details button with the
+whole message and the worker's log, so nothing is clipped.
 """
 
 from __future__ import annotations
@@ -54,15 +55,19 @@ def show_details(parent, error: LandcoverError) -> None:
     box.exec_()
 
 
-def push_error(bar, error: LandcoverError, open_dialog: Callable[[str], None] | None = None, parent=None) -> None:
+def push_error(bar, error: LandcoverError, open_dialog: Callable[[str], None] | None = None, parent=None,
+               setup_runtime: Callable[[], object] | None = None) -> None:
     """Show ``error`` in the message bar ``bar`` with its kind's action and a Details button; log it too.
 
     Args:
         open_dialog: opens the Landcover dialog at a field (see :class:`ErrorAction`); None hides that button.
+        setup_runtime: starts the managed runtime's setup; offered first for dependency errors.
     """
     action = action_for(error)
     QgsMessageLog.logMessage(f"{error} [{error.kind}]\n{error.details}".strip(), LOG_TAG, action.level)
     item = bar.createMessage(action.title, str(error))
+    if error.kind == "dependency" and setup_runtime is not None:
+        _add_setup_button(item, setup_runtime)
     if action.button and open_dialog is not None:
         fix = QPushButton(action.button, item)
         fix.setObjectName(f"landcoverFix_{action.focus}")
@@ -74,3 +79,19 @@ def push_error(bar, error: LandcoverError, open_dialog: Callable[[str], None] | 
         details.clicked.connect(lambda: show_details(parent, error))
         item.layout().addWidget(details)
     bar.pushWidget(item, action.level, 0 if action.level == Qgis.Critical else 5)
+
+
+def _add_setup_button(item, setup_runtime: Callable[[], object]) -> None:
+    from .runtime_ui import offer_label  # runtime_ui imports this module
+
+    button = QPushButton(offer_label(), item)
+    button.setObjectName("landcoverSetupRuntime")
+    button.clicked.connect(lambda: setup_runtime())
+    item.layout().addWidget(button)
+
+
+def push_setup_offer(bar, message: str, setup_runtime: Callable[[], object]) -> None:
+    """Offer the managed runtime's setup (no usable worker yet) without calling it an error."""
+    item = bar.createMessage("Landcover", message)
+    _add_setup_button(item, setup_runtime)
+    bar.pushWidget(item, Qgis.Warning, 0)

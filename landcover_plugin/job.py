@@ -26,7 +26,6 @@ from .contract import (
     SegmentArgs,
     gsd_is_far,
     output_files,
-    worker_env,
 )
 from .contract import parse_bands as parse_bands
 from .errors import CancelledError, InputError, LandcoverError, ModelError, OutputError
@@ -148,8 +147,10 @@ def prepare(request: SegmentRequest) -> Plan:
     """
     layer = request.layer
     assert layer is not None
-    python = runner.find_python(Settings.load().worker_python if request.python is None else request.python)
-    env = worker_env()
+    settings = Settings.load()
+    python = runner.find_python(settings.worker_python if request.python is None else request.python,
+                                runtime_root=settings.runtime_root())
+    env = settings.worker_env()
     rect = export.clip_to_layer(layer, request.area)
     file_path = export.layer_file_path(layer)
     resample = request.resample and gsd_is_far(export.layer_pixel_size_m(layer), request.model.gsd_m)

@@ -21,6 +21,7 @@ from pathlib import Path
 from .contract import (
     BACKEND_PARENT,
     ENV_PYTHON,
+    RUNTIME_DOWNLOAD_MB,
     WORKER_MODULE,
     CancelledError,
     DependencyError,
@@ -33,17 +34,20 @@ from .contract import (
     is_temp_of,
     worker_env,
 )
+from .runtime_setup import runtime_status
 
 PLUGIN_DIR = Path(__file__).resolve().parent
 
 _RUNTIME_OK: dict[str, bool] = {}
 
 
-def find_python(setting: str | None = None, env: dict[str, str] | None = None, plugin_dir: Path = PLUGIN_DIR) -> str:
-    """Python interpreter for the worker: the Worker Python setting, ``$LANDCOVER_PYTHON``, the source tree's .venv.
+def find_python(setting: str | None = None, env: dict[str, str] | None = None, plugin_dir: Path | None = None,
+                runtime_root: Path | None = None) -> str:
+    """Python interpreter for the worker, first found of: the Worker Python setting, ``$LANDCOVER_PYTHON``, the
+    plugin's managed runtime in ``runtime_root``, the source tree's .venv.
 
     Raises:
-        DependencyError: none configured, or the configured one does not exist.
+        DependencyError: none usable; the message offers setting up the managed runtime.
     """
     env = os.environ if env is None else env
     for origin, value in (("the dialog's Worker Python setting", setting),
@@ -56,14 +60,26 @@ def find_python(setting: str | None = None, env: dict[str, str] | None = None, p
                     "fix it in the Landcover dialog's 'Worker Python' field or unset it"
                 )
             return str(path)
-    venv_dir = plugin_dir.parent / ".venv"
+    status = runtime_status(runtime_root) if runtime_root is not None else None
+    if status is not None and status.python:
+        return status.python
+    venv_dir = (plugin_dir or PLUGIN_DIR).parent / ".venv"
     for venv in (venv_dir / "bin" / "python", venv_dir / "Scripts" / "python.exe"):
         if venv.is_file():
             return str(venv)
+    if status is not None and status.state != "missing":
+        raise DependencyError(f"{status.message}: Raster > Landcover > Repair / reinstall runtime… (or "
+                              "'qgis_process.bin run landcover:setup_runtime')")
     raise DependencyError(
-        "no Python is configured for the Landcover worker; run 'make setup' in the Landcover source tree, or set "
-        f"the dialog's 'Worker Python' (or {ENV_PYTHON}) to a Python that has numpy, rasterio and onnxruntime"
+        f"the Landcover worker runtime is not set up yet; set it up once (about {RUNTIME_DOWNLOAD_MB['onnx']} MB "
+        "to download): Raster > Landcover > Set up runtime… or 'qgis_process.bin run landcover:setup_runtime'; "
+        f"or set the dialog's Worker Python (or {ENV_PYTHON}) to a Python that has numpy, rasterio and onnxruntime"
     )
+
+
+def forget_checks() -> None:
+    """Check every worker Python again before its next run (after a runtime was set up or repaired)."""
+    _RUNTIME_OK.clear()
 
 
 def doctor_argv(python: str) -> list[str]:

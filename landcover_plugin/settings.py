@@ -7,17 +7,23 @@ Worker Python chosen in the dialog is what Processing, batch mode and ``qgis_pro
 
 from __future__ import annotations
 
+import os
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
-from qgis.core import QgsSettings
+from qgis.core import QgsApplication, QgsSettings
+
+from .contract import ENV_MODELS_DIR, model_dirs, worker_env
 
 
 @dataclass
 class Settings:
     """The plugin's remembered choices."""
 
-    worker_python: str = ""  # empty: $LANDCOVER_PYTHON, then the source tree's .venv (see runner.find_python)
+    worker_python: str = ""  # empty: $LANDCOVER_PYTHON, the managed runtime, the source tree's .venv (runner)
+    runtime_dir: str = ""  # where the managed runtime lives; empty: <profile>/landcover/runtime
+    models_dir: str = ""  # the user's model folder; empty: $LANDCOVER_MODELS_DIR or ~/.local/share/landcover/models
     model: str = ""  # spec of the model used last
     extra_models: list[str] = field(default_factory=list)  # bundle JSONs added with Browse…
     browse_dir: str = ""  # where Browse… opens
@@ -30,6 +36,27 @@ class Settings:
     bands: str = ""
 
     PREFIX: ClassVar[str] = "landcover/"
+
+    def runtime_root(self) -> Path:
+        """The managed runtime's folder (see :mod:`landcover_plugin.runtime_setup`)."""
+        if self.runtime_dir:
+            return Path(self.runtime_dir).expanduser()
+        return Path(QgsApplication.qgisSettingsDirPath()) / "landcover" / "runtime"
+
+    def environ(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """The process environment with the models folder setting applied (what model lookups read)."""
+        env = dict(os.environ if base is None else base)
+        if self.models_dir:
+            env[ENV_MODELS_DIR] = self.models_dir
+        return env
+
+    def model_dirs(self) -> list[tuple[str, Path]]:
+        """Where models are looked up by name, with this models folder."""
+        return model_dirs(self.environ())
+
+    def worker_env(self) -> dict[str, str]:
+        """The worker's environment: the contract's, plus this models folder."""
+        return worker_env(self.environ())
 
     @classmethod
     def key(cls, name: str) -> str:

@@ -1,6 +1,7 @@
-"""Processing algorithms: ``landcover:segment`` (orthophoto → class raster) and ``landcover:vectorize``.
+"""Processing algorithms: ``landcover:segment`` (orthophoto → class raster), ``landcover:vectorize`` and
+``landcover:setup_runtime`` (the managed worker runtime, so that a headless install needs no terminal).
 
-Both raise :class:`QgsProcessingException` with the plugin's actionable messages, report progress
+All raise :class:`QgsProcessingException` with the plugin's actionable messages, report progress
 through ``feedback`` and honour ``feedback.isCanceled()``. Heavy modules load only when they run.
 """
 
@@ -17,6 +18,8 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputFile,
+    QgsProcessingOutputFolder,
+    QgsProcessingOutputString,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterExtent,
@@ -99,7 +102,8 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
         return (
             "Classifies an orthophoto into land-cover classes (LandCover.ai: background, building, woodland, water, "
             "road) with a Landcover model bundle. The model runs in a separate Python worker: the Worker Python "
-            "saved in the Landcover dialog, else LANDCOVER_PYTHON, else the source tree's .venv. MODEL is a bundle "
+            "saved in the Landcover dialog, else LANDCOVER_PYTHON, else the plugin's managed runtime (run "
+            "landcover:setup_runtime once), else the source tree's .venv. MODEL is a bundle "
             ".json path, a model name from the model folders, 'default', or "
             "untrained:Unet:resnet18 (random weights, installation check). Layers that are not plain files "
             "(WMS, VRT, in-memory) are exported first; RESAMPLE exports at the model's resolution when the pixel size "
@@ -133,12 +137,13 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
         from .. import export, job
         from ..contract import resolve_model
+        from ..settings import Settings
 
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
             raise QgsProcessingException("INPUT is not a raster layer; pass an orthophoto path or layer")
         try:
-            model = resolve_model(self.parameterAsString(parameters, self.MODEL, context))
+            model = resolve_model(self.parameterAsString(parameters, self.MODEL, context), Settings.load().model_dirs())
             area = export.Area()
             if parameters.get(self.AREA) not in (None, ""):
                 rect = self.parameterAsExtent(parameters, self.AREA, context, layer.crs())
@@ -188,6 +193,73 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
         if outcome.polygons:
             results[self.POLYGONS] = str(outcome.polygons)
         return results
+
+
+class SetupRuntimeAlgorithm(_LandcoverAlgorithm):
+    """Create (or repair) the plugin's managed worker runtime: what a fresh install needs before segmenting."""
+
+    TENSORFLOW, REINSTALL = "TENSORFLOW", "REINSTALL"
+    PYTHON, RUNTIME_DIR = "PYTHON", "RUNTIME_DIR"
+
+    def name(self) -> str:
+        return "setup_runtime"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Set up the Landcover runtime"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        from ..contract import RUNTIME_DISK_MB, RUNTIME_DOWNLOAD_MB
+
+        return (
+            "Creates the Python environment the Landcover worker runs in, inside the QGIS profile folder "
+            "(<profile>/landcover/runtime, or the runtime folder set in the Landcover settings), and installs the "
+            f"pinned packages there with pip from the package index (about {RUNTIME_DOWNLOAD_MB['onnx']} MB to "
+            f"download, {RUNTIME_DISK_MB['onnx']} MB on disk). Nothing is installed into QGIS's own Python or the "
+            "system. pip's proxy and index settings (pip.conf, HTTPS_PROXY) are honoured. TENSORFLOW adds the "
+            f"TensorFlow runtime (about {RUNTIME_DOWNLOAD_MB['tensorflow']} MB more), needed only for models without "
+            "an ONNX export. An existing, complete runtime is kept unless REINSTALL is set; a cancelled or failed "
+            "setup leaves the previous runtime as it was. Segmenting uses it automatically unless a Worker Python "
+            "is set in the Landcover dialog or LANDCOVER_PYTHON."
+        )
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.TENSORFLOW, "Also install the TensorFlow runtime (models without an ONNX export)", defaultValue=False))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.REINSTALL, "Rebuild even if the runtime is already set up (repair)", defaultValue=False))
+        self.addOutput(QgsProcessingOutputString(self.PYTHON, "Worker Python"))
+        self.addOutput(QgsProcessingOutputFolder(self.RUNTIME_DIR, "Runtime folder"))
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        from .. import runner
+        from ..runtime_setup import RuntimeRequest, runtime_status, satisfies, setup_runtime
+        from ..settings import Settings
+
+        root = Settings.load().runtime_root()
+        try:
+            request = RuntimeRequest(root, tensorflow=self.parameterAsBool(parameters, self.TENSORFLOW, context))
+            status = runtime_status(root)
+            if satisfies(status, request) and not self.parameterAsBool(parameters, self.REINSTALL, context):
+                feedback.pushInfo(f"{status.message}; nothing to do (set REINSTALL to rebuild it)")
+            else:
+                feedback.pushInfo(f"setting up the Landcover runtime in {root} (about {request.download_mb} MB to "
+                                  "download)")
+
+                def progress(percent: float, message: str) -> None:
+                    feedback.setProgress(percent)
+                    feedback.setProgressText(message)
+
+                status = setup_runtime(request, progress, feedback.pushConsoleInfo, feedback.isCanceled)
+                runner.forget_checks()
+                feedback.pushInfo(f"{status.message}: {status.record.size_mb:.0f} MB")
+        except CancelledError:
+            raise QgsProcessingException("runtime setup cancelled; nothing was changed") from None
+        except LandcoverError as exc:
+            if exc.details:
+                feedback.pushDebugInfo(exc.details)
+            raise QgsProcessingException(str(exc)) from exc
+        return {self.PYTHON: status.python, self.RUNTIME_DIR: str(root)}
 
 
 class VectorizeAlgorithm(_LandcoverAlgorithm):

@@ -1,4 +1,4 @@
-"""The Processing provider: ``landcover:segment`` and ``landcover:vectorize``."""
+"""The Processing provider: ``landcover:segment``, ``landcover:vectorize`` and ``landcover:setup_runtime``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .algorithms import SegmentAlgorithm, VectorizeAlgorithm
+from .algorithms import SegmentAlgorithm, SetupRuntimeAlgorithm, VectorizeAlgorithm
 
 ICON = Path(__file__).resolve().parent.parent / "icon.png"
 
@@ -30,3 +30,4 @@ class LandcoverProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802
         self.addAlgorithm(SegmentAlgorithm())
         self.addAlgorithm(VectorizeAlgorithm())
+        self.addAlgorithm(SetupRuntimeAlgorithm())

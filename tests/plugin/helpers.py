@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -59,3 +62,28 @@ def bar_texts(bar, level) -> list[str]:
     texts = list(bar.get_messages(level)) if hasattr(bar, "get_messages") else []
     texts += [f"{item.title()}: {item.text()}" for item in bar.items() if item.level() == level]
     return texts
+
+
+def python_without_ensurepip(tmp_path: Path) -> Path:
+    """This machine's Python as Debian installs it without python3.X-venv: a standard library with no ensurepip.
+
+    The interpreter is copied and its standard library linked entry by entry, ensurepip left out (the files
+    python3.X-venv adds); Python finds its library beside the binary, so Debian's venv takes its real path.
+    """
+    from landcover_plugin.runtime_setup import find_base_python
+
+    version = tuple(sys.version_info[:2])
+    major_minor = f"{version[0]}.{version[1]}"
+    base = Path(find_base_python(version))
+    stdlib = Path(subprocess.run([str(base), "-c", "import sysconfig; print(sysconfig.get_path('stdlib'))"],
+                                 capture_output=True, text=True, check=True).stdout.strip())
+    prefix = tmp_path / "python-no-venv"
+    lib = prefix / "lib" / f"python{major_minor}"
+    lib.mkdir(parents=True)
+    for entry in stdlib.iterdir():
+        if entry.name != "ensurepip":
+            (lib / entry.name).symlink_to(entry)
+    (prefix / "bin").mkdir()
+    python = prefix / "bin" / f"python{major_minor}"
+    shutil.copy2(base.resolve(), python)
+    return python

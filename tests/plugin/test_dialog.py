@@ -133,6 +133,8 @@ def test_worker_without_runtime_offers_the_worker_python_field(qgis_iface, proje
     assert "/usr/bin/python3" in critical and "lacks the package" in critical
     fix = bar.findChild(QPushButton, "landcoverFix_worker_python")
     assert fix is not None and fix.text() == "Worker Python…"
+    setup = bar.findChild(QPushButton, "landcoverSetupRuntime")  # the other way out: the managed runtime
+    assert setup is not None and "Set up the Landcover runtime" in setup.text()
     dlg.hide()
     fix.click()  # the action the kind maps to: the dialog, at the Worker Python field
     assert dlg.isVisible()

@@ -20,13 +20,16 @@ def test_load_and_unload(qgis_iface, qgis_processing) -> None:
         assert not plugin.action.icon().isNull()
         provider = QgsApplication.processingRegistry().providerById("landcover")
         assert provider is not None and provider.name() == "Landcover"
-        assert {a.id() for a in provider.algorithms()} == {"landcover:segment", "landcover:vectorize"}
+        assert {a.id() for a in provider.algorithms()} == {"landcover:segment", "landcover:vectorize",
+                                                           "landcover:setup_runtime"}
+        assert [a.objectName() for a in plugin.runtime_actions] == [
+            "landcoverSetupRuntime", "landcoverRepairRuntime", "landcoverAddTensorflow"]
         plugin.run()  # opens the dialog
         assert plugin.dialog is not None and plugin.dialog.isVisible()
     finally:
         plugin.unload()
     assert QgsApplication.processingRegistry().providerById("landcover") is None
-    assert plugin.action is None and plugin.dialog is None
+    assert plugin.action is None and plugin.dialog is None and not plugin.runtime_actions
     assert "tensorflow" not in sys.modules and "backend" not in sys.modules
 
 

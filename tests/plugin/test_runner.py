@@ -38,7 +38,7 @@ def test_find_python_order(tmp_path: Path) -> None:
 def test_find_python_errors_are_dependency_errors_that_say_how_to_fix(tmp_path: Path) -> None:
     plugin_dir = tmp_path / "installed" / "landcover_plugin"
     plugin_dir.mkdir(parents=True)
-    with pytest.raises(DependencyError, match="make setup.*Worker Python.*LANDCOVER_PYTHON"):
+    with pytest.raises(DependencyError, match="Set up runtime.*setup_runtime.*Worker Python.*LANDCOVER_PYTHON"):
         runner.find_python(None, {}, plugin_dir)
     with pytest.raises(DependencyError, match="LANDCOVER_PYTHON does not exist"):
         runner.find_python(None, {ENV_PYTHON: str(tmp_path / "nope")}, plugin_dir)
