@@ -48,6 +48,7 @@ from .contract import (
 from .errors import DependencyError, InputError, LandcoverError, ModelError
 from .feedback import LOG_TAG, push_error, push_setup_offer
 from .results import add_results
+from .runtime_setup import runtime_status
 from .runtime_ui import RuntimeManager
 from .settings import Settings
 from .styling import areas_oneline, areas_summary
@@ -195,6 +196,13 @@ class LandcoverDialog(QDialog):
         form.addRow("Batch size", self.batch_spin)
         form.addRow("", self.resample_check)
         form.addRow("Worker Python", self.python_widget)
+        self.runtime_widget = self._folder_widget(str(Settings(runtime_dir="").runtime_root()))
+        self.runtime_widget.setToolTip("Where Raster > Landcover > Set up runtime… puts the worker's Python")
+        self.models_widget = self._folder_widget(str(user_models_dir()))
+        self.models_widget.setToolTip("Your model bundles (.json), listed by name beside the bundled ones")
+        self.models_widget.fileChanged.connect(lambda _: self._models_folder_changed())
+        form.addRow("Runtime folder", self.runtime_widget)
+        form.addRow("Models folder", self.models_widget)
 
     def _build_outputs(self, box: QGroupBox, form: QFormLayout) -> None:
         box.setTitle("Outputs")
@@ -213,7 +221,7 @@ class LandcoverDialog(QDialog):
     def focus_field(self, name: str) -> None:
         """Show the dialog with the field ``name`` (layer, model, worker_python, output) focused."""
         widget = {"layer": self.layer_combo, "model": self.model_combo, "worker_python": self.python_widget,
-                  "output": self.output_widget}.get(name)
+                  "runtime_dir": self.runtime_widget, "output": self.output_widget}.get(name)
         self.show()
         self.raise_()
         self.activateWindow()
@@ -240,6 +248,19 @@ class LandcoverDialog(QDialog):
         if model is not None and gsd_is_far(size, model.gsd_m):
             text += f" — the model expects {model.gsd_m:g} m: tick Resample for better results"
         self.layer_label.setText(text)
+
+    @staticmethod
+    def _folder_widget(placeholder: str) -> QgsFileWidget:
+        widget = QgsFileWidget()
+        widget.setStorageMode(QgsFileWidget.GetDirectory)
+        widget.lineEdit().setPlaceholderText(f"default: {placeholder}")
+        return widget
+
+    def _models_folder_changed(self) -> None:
+        settings = Settings.load()
+        settings.models_dir = self.models_widget.filePath().strip()
+        settings.save()
+        self.refresh_models()
 
     @staticmethod
     def _save_widget(file_filter: str, placeholder: str) -> QgsFileWidget:
@@ -387,19 +408,25 @@ class LandcoverDialog(QDialog):
         push_error(self.bar, error, self.focus_field, self, self.setup_runtime)
 
     def setup_runtime(self):
-        """Set up the managed runtime (the offer's button); the task, or None if it did not start."""
+        """Set up the managed runtime (the offer's button) in the chosen runtime folder; the task, or None."""
+        self._save_settings()
         return self.runtime.start()
 
     def check_worker(self) -> bool:
         """Offer the runtime setup in the dialog when no worker Python is usable yet; True if one is."""
         if self.python_widget.filePath().strip():
             return True  # an explicit choice is checked when Run is pressed
+        root = Settings(runtime_dir=self.runtime_widget.filePath().strip()).runtime_root()
         try:
-            runner.find_python(None, runtime_root=Settings.load().runtime_root())
+            runner.find_python(None, runtime_root=root)
             return True
         except DependencyError as exc:
+            message = str(exc)
+            if runtime_status(root).state == "missing":  # the usual first start: say it short, the button says how
+                message = ("no worker runtime yet: Landcover can set up its own Python environment (numpy, rasterio, "
+                           "ONNX Runtime) in the QGIS profile, or choose a Worker Python below")
             self.bar.clearWidgets()
-            push_setup_offer(self.bar, f"{exc}", self.setup_runtime)
+            push_setup_offer(self.bar, message, self.setup_runtime)
             return False
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt API name
@@ -418,11 +445,11 @@ class LandcoverDialog(QDialog):
                 if answer:
                     request.resample = True
                     self.resample_check.setChecked(True)
+            self._save_settings()  # the job reads the runtime and models folders from the settings
             plan = job.prepare(request)
         except LandcoverError as exc:
             self.show_error(exc)
             return None
-        self._save_settings()
         add_to_map = self.add_to_map.isChecked()
 
         def done(task: SegmentTask) -> None:
@@ -454,6 +481,10 @@ class LandcoverDialog(QDialog):
         self.add_to_map.setChecked(settings.add_to_map)
         self.bands_edit.setText(settings.bands)
         self.python_widget.setFilePath(settings.worker_python)
+        self.runtime_widget.setFilePath(settings.runtime_dir)
+        self.models_widget.blockSignals(True)
+        self.models_widget.setFilePath(settings.models_dir)
+        self.models_widget.blockSignals(False)
 
     def _save_settings(self) -> None:
         settings = Settings.load()
@@ -468,4 +499,6 @@ class LandcoverDialog(QDialog):
         settings.add_to_map = self.add_to_map.isChecked()
         settings.bands = self.bands_edit.text()
         settings.worker_python = self.python_widget.filePath().strip()
+        settings.runtime_dir = self.runtime_widget.filePath().strip()
+        settings.models_dir = self.models_widget.filePath().strip()
         settings.save()

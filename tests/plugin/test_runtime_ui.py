@@ -38,7 +38,7 @@ def test_dialog_offers_the_setup_when_no_worker_exists(qgis_iface, fresh_install
     assert dlg.check_worker() is False
     button = dlg.bar.findChild(QPushButton, "landcoverSetupRuntime")
     assert button is not None and "Set up the Landcover runtime — about 80 MB to download" == button.text()
-    assert any("not set up yet" in t for t in bar_texts(dlg.bar, Qgis.Warning))
+    assert any("no worker runtime yet" in t for t in bar_texts(dlg.bar, Qgis.Warning))
     asked = []
     dlg.runtime.confirm = lambda request, status: asked.append(request) or False  # the user says no
     button.click()
@@ -95,3 +95,27 @@ def test_cancel_from_the_task_bar_changes_nothing(qgis_iface, fresh_install: Pat
     assert task.canceled and task.outcome is None
     assert any("cancelled; nothing was changed" in t for t in bar_texts(qgis_iface.messageBar(), Qgis.Info))
     assert runtime_status(fresh_install).state == "missing" and not list((fresh_install / "envs").iterdir())
+
+
+def test_runtime_and_models_folders_are_settings_everyone_reads(qgis_iface, fresh_install: Path,
+                                                               tmp_path: Path) -> None:
+    from landcover_plugin.contract import resolve_model
+    from landcover_plugin.runtime_setup import RuntimeRequest
+    from tests.plugin.helpers import write_bundle
+    from tests.plugin.test_runtime_setup import _fake_runtime
+
+    elsewhere = tmp_path / "big disk" / "runtime"
+    python = _fake_runtime(elsewhere, RuntimeRequest(elsewhere))
+    dlg = LandcoverDialog(qgis_iface)
+    dlg.show()
+    assert dlg.check_worker() is False  # the default folder has no runtime
+    dlg.runtime_widget.setFilePath(str(elsewhere))
+    assert dlg.check_worker() is True
+    write_bundle(tmp_path / "my models" / "tiny", name="my-tiny")
+    dlg.models_widget.setFilePath(str(tmp_path / "my models"))
+    labels = [dlg.model_combo.itemText(i) for i in range(dlg.model_combo.count())]
+    assert "my-tiny (user)" in labels
+    dlg._save_settings()
+    settings = Settings.load()  # what Processing and the job read
+    assert runner.find_python(None, runtime_root=settings.runtime_root()) == str(python)
+    assert resolve_model("my-tiny", settings.model_dirs()).name == "my-tiny"
