@@ -421,12 +421,11 @@ class LandcoverDialog(QDialog):
             runner.find_python(None, runtime_root=root)
             return True
         except DependencyError as exc:
-            message = str(exc)
-            if runtime_status(root).state == "missing":  # the usual first start: say it short, the button says how
-                message = ("no worker runtime yet: Landcover can set up its own Python environment (numpy, rasterio, "
-                           "ONNX Runtime) in the QGIS profile, or choose a Worker Python below")
+            # Short enough for the bar beside the button (which says what it does); the whole story in Details.
+            short = {"missing": "no worker runtime yet", "outdated": "the worker runtime needs an update",
+                     "broken": "the worker runtime is damaged"}[runtime_status(root).state]
             self.bar.clearWidgets()
-            push_setup_offer(self.bar, message, self.setup_runtime)
+            push_setup_offer(self.bar, short, self.setup_runtime, exc, self)
             return False
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt API name

@@ -74,24 +74,35 @@ def push_error(bar, error: LandcoverError, open_dialog: Callable[[str], None] | 
         fix.clicked.connect(lambda: open_dialog(action.focus))
         item.layout().addWidget(fix)
     if error.kind != "cancelled":
-        details = QPushButton("Details", item)
-        details.setObjectName("landcoverDetails")
-        details.clicked.connect(lambda: show_details(parent, error))
-        item.layout().addWidget(details)
+        _add_details_button(item, parent, error)
     bar.pushWidget(item, action.level, 0 if action.level == Qgis.Critical else 5)
 
 
 def _add_setup_button(item, setup_runtime: Callable[[], object]) -> None:
-    from .runtime_ui import offer_label  # runtime_ui imports this module
+    from .runtime_ui import offer_label, offer_tooltip  # runtime_ui imports this module
 
     button = QPushButton(offer_label(), item)
     button.setObjectName("landcoverSetupRuntime")
+    button.setToolTip(offer_tooltip())
     button.clicked.connect(lambda: setup_runtime())
     item.layout().addWidget(button)
 
 
-def push_setup_offer(bar, message: str, setup_runtime: Callable[[], object]) -> None:
-    """Offer the managed runtime's setup (no usable worker yet) without calling it an error."""
+def _add_details_button(item, parent, error: LandcoverError) -> None:
+    details = QPushButton("Details", item)
+    details.setObjectName("landcoverDetails")
+    details.clicked.connect(lambda: show_details(parent, error))
+    item.layout().addWidget(details)
+
+
+def push_setup_offer(bar, message: str, setup_runtime: Callable[[], object], error: LandcoverError | None = None,
+                     parent=None) -> None:
+    """Offer the managed runtime's setup (no usable worker yet) without calling it an error.
+
+    ``message`` is a few words; ``error`` (why no worker is usable, and the other ways out) goes to Details.
+    """
     item = bar.createMessage("Landcover", message)
     _add_setup_button(item, setup_runtime)
+    if error is not None:
+        _add_details_button(item, parent, error)
     bar.pushWidget(item, Qgis.Warning, 0)

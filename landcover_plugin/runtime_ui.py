@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from qgis.core import Qgis, QgsApplication
+from qgis.core import Qgis, QgsApplication, QgsMessageLog
 from qgis.PyQt.QtWidgets import QMessageBox
 
 from . import runner
-from .feedback import push_error
+from .feedback import LOG_TAG, push_error
 from .runtime_setup import RuntimeRequest, RuntimeStatus, runtime_status, satisfies
 from .settings import Settings
 from .worker.runtime_task import RuntimeSetupTask
@@ -19,6 +19,14 @@ def offer_label(tensorflow: bool = False) -> str:
     request_mb = RuntimeRequest(Settings.load().runtime_root(), tensorflow).download_mb
     what = "Add the TensorFlow runtime" if tensorflow else "Set up the Landcover runtime"
     return f"{what} — about {request_mb} MB to download"
+
+
+def offer_tooltip() -> str:
+    """What the setup does, for the offer button's tooltip."""
+    request = RuntimeRequest(Settings.load().runtime_root())
+    return (f"Creates a private Python environment in {request.root} and installs numpy, rasterio and ONNX Runtime "
+            f"there with pip from the package index ({request.download_mb} MB download, {request.disk_mb} MB on disk). "
+            "Nothing is installed into QGIS's Python or the system.")
 
 
 class RuntimeManager:
@@ -78,9 +86,11 @@ class RuntimeManager:
         bar = self.iface.messageBar()
         if task.outcome is not None:
             runner.forget_checks()
-            size = task.outcome.record.size_mb if task.outcome.record else 0
-            bar.pushMessage("Landcover", f"{task.outcome.message}, {size:.0f} MB. Run the land-cover map again.",
-                            level=Qgis.Success, duration=15)
+            record = task.outcome.record
+            QgsMessageLog.logMessage(f"{task.outcome.message}: {record.size_mb:.0f} MB, {record.packages}", LOG_TAG,
+                                     Qgis.Success, notifyUser=False)
+            bar.pushMessage("Landcover", f"runtime ready (Python {record.python_version}, {record.size_mb:.0f} MB). "
+                            "Run the land-cover map again.", level=Qgis.Success, duration=15)
             for listener in list(self.on_ready):
                 listener(task.outcome)
         elif task.canceled:

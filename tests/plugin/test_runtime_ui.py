@@ -39,6 +39,8 @@ def test_dialog_offers_the_setup_when_no_worker_exists(qgis_iface, fresh_install
     button = dlg.bar.findChild(QPushButton, "landcoverSetupRuntime")
     assert button is not None and "Set up the Landcover runtime — about 80 MB to download" == button.text()
     assert any("no worker runtime yet" in t for t in bar_texts(dlg.bar, Qgis.Warning))
+    assert dlg.bar.findChild(QPushButton, "landcoverDetails") is not None  # the whole story, never clipped
+    assert str(fresh_install) in button.toolTip()
     asked = []
     dlg.runtime.confirm = lambda request, status: asked.append(request) or False  # the user says no
     button.click()
