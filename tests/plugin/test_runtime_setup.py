@@ -254,6 +254,16 @@ def test_cancel_during_pip_leaves_nothing(tmp_path: Path) -> None:
     assert not list((root / "envs").iterdir())
 
 
+def test_not_enough_disk_space_is_refused_before_anything_is_written(tmp_path: Path, monkeypatch) -> None:
+    from landcover_plugin import runtime_setup
+
+    monkeypatch.setitem(runtime_setup.RUNTIME_DISK_MB, "onnx", 10**9)  # a runtime bigger than any disk here
+    root = tmp_path / "rt"
+    with pytest.raises(OutputError, match=r"only \d+ MB are free on the disk holding .*Runtime folder|runtime folder"):
+        setup_runtime(RuntimeRequest(root))
+    assert runtime_status(root).state == "missing" and not (root / "envs").exists()
+
+
 @pytest.mark.parametrize(("stage", "line", "kind", "text"), [
     ("pip", "OSError: [Errno 28] No space left on device", OutputError, "disk holding .* is full"),
     ("pip", "ProxyError('Cannot connect to proxy.', OSError('Tunnel connection failed: 407'))", DependencyError,
@@ -271,9 +281,12 @@ def test_each_failure_names_its_fix(tmp_path: Path, stage: str, line: str, kind:
 def test_setup_installs_and_verifies_a_working_runtime(tmp_path: Path, real_dir: Path) -> None:
     """From the package index (pip's own configuration), then the backend segments a real raster in it."""
     root = tmp_path / "rt"
+    old = _fake_runtime(root, RuntimeRequest(root), fingerprint="0" * 64)  # left by an older plugin version
+    assert runtime_status(root).state == "outdated"
     seen: list[float] = []
     status = setup_runtime(RuntimeRequest(root), progress=lambda p, m: seen.append(p))
     assert status.ready and seen[-1] == 100.0
+    assert not old.exists() and [p.name for p in (root / "envs").iterdir()] == [status.record.env]  # rebuilt
     assert {"numpy", "rasterio", "onnxruntime"} <= set(status.record.packages)
     assert "tensorflow" not in {n.lower() for n in status.record.packages}
     assert 0 < status.record.size_mb < 400
