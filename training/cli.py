@@ -22,7 +22,8 @@ def _p(path: str) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training",
-        description="Land-cover training pipeline: synthetic data, patch, filter, split, train, evaluate, export.",
+        description="Land-cover training pipeline: synthetic data, patch, filter, split, train, evaluate, export, "
+        "quantize.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -88,6 +89,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", action="store_true", help="also write the ONNX export (backend export-onnx)")
     p.add_argument("--deepness", action="store_true", help="with --onnx: the Deepness plugin's layout")
 
+    p = sub.add_parser("quantize", help="static INT8 quantization of a bundle's ONNX export (BUNDLE.int8.onnx)",
+                       description="Quantize the bundle's float ONNX export to INT8 (calibrated on its training "
+                       "patches), check it against the float model on held-out orthophotos, and make the bundle "
+                       "JSON name the INT8 file. The float file is kept.")
+    p.add_argument("--bundle", type=_p, required=True, metavar="BUNDLE_JSON", help="e.g. backend/bundles/default/"
+                   "landcover.json (its \"onnx\" entry must be a float export)")
+    p.add_argument("--calibration-tiles", type=int, default=None, metavar="N",
+                   help="training patches used (default: the whole train split, at most 512)")
+    p.add_argument("--out", type=_p, default=None, metavar="FILE",
+                   help="INT8 file, in the bundle's folder (default: <stem>.int8.onnx beside the JSON)")
+    p.add_argument("--activations", choices=("int8", "uint8"), default="int8", help="activation type (int8)")
+    p.add_argument("--symmetric-activations", action="store_true", help="symmetric activation ranges")
+    p.add_argument("--held-out", type=int, default=4, metavar="N",
+                   help="new synthetic scenes (another seed) to check agreement on (4)")
+    p.add_argument("--held-out-size", type=int, default=2048, metavar="PX", help="their side in pixels (2048)")
+    p.add_argument("--min-agreement", type=float, default=0.995, metavar="F",
+                   help="refuse the result when a checked orthophoto keeps fewer equal classes (0.995)")
+    p.add_argument("--evaluate", nargs="+", action="append", default=[], metavar=("IMAGE", "TRUTH"),
+                   help="also compare on this orthophoto, scored against TRUTH when given (repeatable)")
+    p.add_argument("--latency-runs", type=int, default=7, metavar="N", help="timed batches per model (7; 0: skip)")
+    p.add_argument("--report", type=_p, default=None, metavar="JSON", help="also write every measurement here")
+    p.error = _one_line_error(p)  # type: ignore[method-assign]
+
     p = sub.add_parser("run", help="run every step from a YAML config")
     p.add_argument("--config", type=_p, required=True, help="e.g. training/configs/default.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -99,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", default="export", help="last step to run (synthetic, patch, filter, split, train, "
                    "evaluate, export)")
     return parser
+
+
+def _one_line_error(parser: argparse.ArgumentParser) -> Any:
+    """An ``error`` for ``parser`` that prints one line (not the usage block) and exits 2."""
+
+    def error(message: str) -> None:
+        print(f"error: {message}; see '{parser.prog} --help'", file=sys.stderr)
+        sys.exit(2)
+
+    return error
 
 
 def _train_overrides(args: argparse.Namespace) -> list[str]:
@@ -170,6 +204,8 @@ def run_command(args: argparse.Namespace) -> int:
                               deepness=args.deepness)
         out = export_bundle(args.model, args.out, params, report=report)
         print(f"wrote bundle {out}")
+    elif cmd == "quantize":
+        _quantize(args)
     elif cmd == "run":
         from training.config import load_config
         from training.pipeline import STEPS, run_pipeline
@@ -183,6 +219,37 @@ def run_command(args: argparse.Namespace) -> int:
         run_pipeline(config, resume=args.resume, say=lambda m: print(m, flush=True), until=args.until,
                      start=args.start, command=command)
     return 0
+
+
+def _quantize(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from training.quantize import EvalImage, QuantizeParams, quantize_bundle, tile_latency_ms
+
+    params = QuantizeParams(calibration_tiles=args.calibration_tiles, activations=args.activations,
+                            symmetric_activations=args.symmetric_activations, held_out_scenes=args.held_out,
+                            held_out_size=args.held_out_size, min_agreement=args.min_agreement)
+    if any(len(item) > 2 for item in args.evaluate):
+        raise TrainingError("--evaluate takes IMAGE and optionally TRUTH; repeat --evaluate for more orthophotos")
+    if args.latency_runs < 0:
+        raise TrainingError(f"--latency-runs must be >= 0, got {args.latency_runs}")
+    if args.report and not args.report.parent.is_dir():
+        raise TrainingError(f"--report {args.report}: folder {args.report.parent} does not exist")
+    evaluate = [EvalImage(_p(item[0]), _p(item[1]) if len(item) > 1 else None, name=item[0]) for item in args.evaluate]
+    report = quantize_bundle(args.bundle, params, out=args.out, evaluate=evaluate,
+                             say=lambda m: print(m, flush=True))
+    if args.latency_runs:
+        from backend.bundle import load_bundle
+
+        bundle = load_bundle(args.bundle)
+        report.latency_ms = tile_latency_ms(bundle, {"fp32": report.fp32_path, "int8": report.path},
+                                            batch=bundle.default_batch_size, runs=args.latency_runs)
+    print(report.summary())
+    if args.report:
+        data = {"provenance": report.provenance, "latency_ms_per_tile": report.latency_ms,
+                "comparisons": [asdict(c) for c in report.comparisons]}
+        args.report.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"measurements in {args.report}")
 
 
 def _read_json(path: Path) -> Any:

@@ -1,0 +1,535 @@
+"""Static INT8 quantization of a bundle's ONNX export, and how closely it keeps the float model's classes.
+
+``quantize_bundle`` turns the bundle's float ONNX export (``python -m backend export-onnx``) into a QDQ
+model with ONNX Runtime's ``quantize_static``: int8 weights (symmetric, per output channel) and int8
+activations (per tensor, ranges calibrated with MinMax). The classifier head (the last Conv and the
+Softmax) stays float: quantizing the logits is what flips close argmax decisions, and the head is
+one small convolution. The result is written beside the bundle JSON (atomically), checked against the
+float model on whole orthophotos, and only then named in the JSON's ``onnx`` entry, with the details
+under ``provenance["onnx_quantization"]``.
+
+Calibration tiles are training patches: the synthetic scenes, patch grid, filter and grouped split
+recorded in the bundle's ``provenance["config"]`` are regenerated in memory (every step is
+deterministic), and tiles are drawn from the train split only. The orthophotos the quantized model is
+checked on are new synthetic scenes from another seed, plus any files given (e.g. ``demo/orthophoto.tif``),
+so neither overlaps the calibration data.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.errors import DependencyError, TrainingError
+
+ACTIVATION_TYPES = ("int8", "uint8")
+MAX_DEFAULT_CALIBRATION_TILES = 512  # bounds time and memory (1 MB per tile) on large real datasets
+QUANTIZED_SUFFIX = ".int8.onnx"
+METADATA_KEY = "landcover_quantization"
+# Ops that only exist in quantized graphs: a model containing any of them is not a float model.
+_FLOAT_OPS = ("BatchNormalization",)  # left float on purpose, see quantize_onnx
+_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"}
+
+
+@dataclass(frozen=True)
+class QuantizeParams:
+    """How to quantize and how to check the result.
+
+    Attributes:
+        calibration_tiles: training patches whose activations set the int8 ranges; None: every patch of
+            the train split, at most ``MAX_DEFAULT_CALIBRATION_TILES`` (MinMax ranges from more patches
+            kept more of the float model's classes: see training/reports/default_model_int8.md).
+        activations: ``int8`` (as asked for the shipped model) or ``uint8`` (faster on x86, see the report).
+        symmetric_activations: symmetric ranges (zero point 0); asymmetric keeps more resolution for
+            the mostly non-negative ReLU outputs of this network.
+        held_out_scenes: new synthetic scenes (never trained or calibrated on) the result is checked on.
+        held_out_size: side of those scenes in pixels.
+        held_out_seed: their seed; must differ from the training scenes' seed.
+        min_agreement: the result is refused when, on any checked orthophoto, a smaller fraction of
+            pixels keeps the float model's class.
+        seed: which training patches are drawn for calibration.
+    """
+
+    calibration_tiles: int | None = None
+    activations: str = "int8"
+    symmetric_activations: bool = False
+    held_out_scenes: int = 4
+    held_out_size: int = 2048
+    held_out_seed: int = 7919
+    min_agreement: float = 0.995
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.calibration_tiles is not None and not 1 <= self.calibration_tiles <= 4096:
+            raise TrainingError(f"--calibration-tiles must be 1..4096, got {self.calibration_tiles}")
+        if self.activations not in ACTIVATION_TYPES:
+            raise TrainingError(f"--activations must be one of {', '.join(ACTIVATION_TYPES)}, got {self.activations!r}")
+        if not 1 <= self.held_out_scenes <= 64:
+            raise TrainingError(f"--held-out must be 1..64 scenes, got {self.held_out_scenes}")
+        if self.held_out_size < 64:
+            raise TrainingError(f"held-out scene size must be >= 64 pixels, got {self.held_out_size}")
+        if not 0.0 < self.min_agreement <= 1.0:
+            raise TrainingError(f"--min-agreement must be in (0, 1], got {self.min_agreement}")
+
+
+@dataclass(frozen=True)
+class EvalImage:
+    """An orthophoto to compare the two models on, with its class mask when there is one."""
+
+    image: Path
+    truth: Path | None = None
+    name: str | None = None  # how reports call it (default: the file's stem)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Float vs quantized model on one orthophoto, both run through ``backend.inference.segment``."""
+
+    name: str
+    pixels: int
+    agreement: float  # fraction of pixels whose class equals the float model's
+    fp32_scores: dict[str, Any] | None = None  # training.metrics.scores against the truth mask
+    int8_scores: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CalibrationTiles:
+    """Normalised model input for calibration, and where it came from."""
+
+    tiles: np.ndarray  # (n, tile, tile, bands) float32, the bundle's preprocessing applied
+    source: str
+    train_patches: int
+
+
+@dataclass
+class QuantizeReport:
+    """What :func:`quantize_bundle` wrote and measured."""
+
+    path: Path
+    fp32_path: Path
+    fp32_bytes: int
+    int8_bytes: int
+    calibration: CalibrationTiles
+    comparisons: list[Comparison]
+    provenance: dict[str, Any]
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [
+            f"wrote {self.path} ({self.int8_bytes / 1e6:.1f} MB; float model {self.fp32_bytes / 1e6:.1f} MB)",
+            f"calibrated on {len(self.calibration.tiles)} tiles: {self.calibration.source}",
+        ]
+        for c in self.comparisons:
+            line = f"{c.name}: {100 * c.agreement:.3f} % of {c.pixels:,} pixels keep the float model's class"
+            if c.fp32_scores and c.int8_scores:
+                line += f"; mIoU vs truth fp32 {c.fp32_scores['miou']:.4f}, int8 {c.int8_scores['miou']:.4f}"
+            lines.append(line)
+        if self.latency_ms:
+            lines.append("per tile: " + ", ".join(f"{k} {v:.1f} ms" for k, v in self.latency_ms.items()))
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- calibration
+
+
+def training_config(bundle: Any) -> Any:
+    """The :class:`~training.config.PipelineConfig` the bundle was trained with, which must use synthetic scenes."""
+    from training.config import build_config
+
+    config_dict = (bundle.provenance or {}).get("config")
+    if not config_dict or not (config_dict.get("data") or {}).get("synthetic"):
+        raise TrainingError(
+            f"model {bundle.name!r} records no synthetic training data in provenance.config, so its training "
+            "patches cannot be rebuilt for calibration; quantize a bundle written by 'python -m training run'"
+        )
+    return build_config(config_dict)
+
+
+def training_calibration_tiles(bundle: Any, count: int | None, seed: int = 0) -> CalibrationTiles:
+    """``count`` tiles drawn from the train split of the synthetic scenes the bundle was trained on.
+
+    ``None`` takes every train patch, or ``MAX_DEFAULT_CALIBRATION_TILES`` of them when there are more.
+
+    Rebuilds the training data from ``bundle.provenance["config"]`` (scenes, patch grid, filter, grouped
+    split) in memory. Scenes are generated twice (once for the split, once for the drawn patches) so
+    memory stays at one scene, not the whole dataset.
+    """
+    from training.filter import select
+    from training.patch import PatchRecord, grid_shape, patch_name
+    from training.split import split_names
+    from training.synthetic import generate_scene, scene_rng
+
+    config = training_config(bundle)
+    synth, patch = config.data.synthetic, config.patch
+    rows, cols = grid_shape(synth.size, synth.size, patch)
+    if synth.size < bundle.tile_size:
+        raise TrainingError(f"training scenes ({synth.size} px) are smaller than the model's tile ({bundle.tile_size})")
+
+    def scene(i: int) -> tuple[np.ndarray, np.ndarray]:
+        return generate_scene(scene_rng(synth.seed, i), synth.size, synth.shares, synth.jitter)
+
+    names = [f"{synth.prefix}_{synth.seed}_{i:03d}" for i in range(synth.orthophotos)]  # sorted like the files
+    records = []
+    for i, name in enumerate(names):
+        mask = scene(i)[1]
+        for r in range(rows):
+            for c in range(cols):
+                window = mask[r * patch.step:r * patch.step + patch.size, c * patch.step:c * patch.step + patch.size]
+                counts = tuple(np.bincount(window.ravel(), minlength=len(bundle.classes)).tolist())
+                records.append(PatchRecord(patch_name(name, r, c), name, r, c, counts))
+    kept = select(records, config.filter)
+    train = split_names([r.patch for r in kept], [r.source for r in kept], config.split)["train"]
+    if count is None:
+        count = min(len(train), MAX_DEFAULT_CALIBRATION_TILES)
+    elif count > len(train):
+        raise TrainingError(f"--calibration-tiles {count} exceeds the {len(train)} training patches; use fewer")
+    by_name = {r.patch: r for r in kept}
+    chosen = sorted(np.random.default_rng(seed).choice(len(train), size=count, replace=False))
+    wanted: dict[str, list[Any]] = {}
+    for k in chosen:
+        rec = by_name[train[k]]
+        wanted.setdefault(rec.source, []).append(rec)
+    t, half = bundle.tile_size, bundle.tile_size // 2
+    tiles = []
+    for source, recs in sorted(wanted.items()):
+        image = scene(names.index(source))[0]
+        for rec in recs:
+            # A tile-sized window centred on the patch (the same pixels when patch and tile sizes agree).
+            cy = rec.row * patch.step + patch.size // 2
+            cx = rec.col * patch.step + patch.size // 2
+            y0, x0 = (int(np.clip(v - half, 0, synth.size - t)) for v in (cy, cx))
+            tiles.append(image[y0:y0 + t, x0:x0 + t, :bundle.input_bands])
+    expected = (bundle.provenance.get("training") or {}).get("train_patches")
+    note = "" if expected in (None, len(train)) else f"; NOTE: the bundle recorded {expected} train patches"
+    return CalibrationTiles(
+        tiles=bundle.preprocessing.apply(np.stack(tiles)),
+        source=(f"{count} of the {len(train)} train-split patches of the model's {synth.orthophotos} synthetic "
+                f"training scenes ({synth.size} px, seed {synth.seed}; rebuilt from provenance.config){note}"),
+        train_patches=len(train),
+    )
+
+
+class _TileReader:
+    """ONNX Runtime's calibration data reader protocol (``get_next``), over batches of tiles."""
+
+    def __init__(self, input_name: str, tiles: np.ndarray, layout: str, batch: int = 8) -> None:
+        self._tiles, self._nchw, self._batch, self._input_name = tiles, layout == "NCHW", batch, input_name
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self._tiles):
+            return None
+        x = self._tiles[self._next:self._next + self._batch]
+        self._next += self._batch
+        # Transposed one batch at a time: a second full copy of hundreds of tiles would cost 100s of MB.
+        return {self._input_name: np.ascontiguousarray(x.transpose(0, 3, 1, 2) if self._nchw else x, np.float32)}
+
+
+# ------------------------------------------------------------------------------------------- quantization
+
+
+def _import_quantization() -> tuple[Any, Any]:
+    try:
+        import onnx
+        import onnxruntime.quantization as ortq
+    except ImportError as exc:
+        raise DependencyError(
+            f"quantization needs onnx and onnxruntime ({exc}); install them with 'make setup'"
+        ) from exc
+    return onnx, ortq
+
+
+def is_quantized(proto: Any) -> bool:
+    """True when the ONNX model already holds quantized operators."""
+    return any(node.op_type in _QUANTIZED_OPS for node in proto.graph.node)
+
+
+def float_head(proto: Any) -> list[str]:
+    """Names of the nodes from the graph output back to (and including) the last Conv: kept float."""
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    names: list[str] = []
+    node = producer.get(proto.graph.output[0].name)
+    while node is not None and node.name:
+        names.append(node.name)
+        if node.op_type == "Conv":
+            break
+        node = producer.get(node.input[0]) if node.input else None
+    return names
+
+
+def quantize_onnx(fp32_path: Path, out_path: Path, calibration: np.ndarray, layout: str,
+                  params: QuantizeParams) -> dict[str, Any]:
+    """Quantize ``fp32_path`` into ``out_path`` (not atomic: callers pass a temporary name).
+
+    Args:
+        fp32_path: the float ONNX model.
+        out_path: where the QDQ model goes.
+        calibration: ``(n, tile, tile, bands)`` normalised tiles (NHWC, as the engine holds them).
+        layout: the ONNX model's layout, ``NHWC`` or ``NCHW``.
+        params: activation type and symmetry.
+
+    Returns:
+        The quantization settings, for provenance and the model's metadata.
+    """
+    onnx, ortq = _import_quantization()
+    fp32 = onnx.load(str(fp32_path))
+    if is_quantized(fp32):
+        raise TrainingError(
+            f"{fp32_path.name} is already quantized; re-export the float model with "
+            "'python -m backend export-onnx BUNDLE.json --deepness' and quantize that"
+        )
+    with tempfile.TemporaryDirectory(prefix="landcover-quant-") as tmp:
+        pre = Path(tmp) / "preprocessed.onnx"
+        # ORT's basic graph optimisation folds the float16->float32 Casts of the export into float32
+        # initializers and BatchNorm into the Convs: the quantizer only quantizes Conv weights that are
+        # initializers, and per-channel scales must be computed on the folded weights. Symbolic shape
+        # inference is for transformers and gives up on this graph; ONNX shape inference suffices.
+        ortq.quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        head = float_head(onnx.load(str(pre), load_external_data=False))
+        activation = ortq.QuantType.QInt8 if params.activations == "int8" else ortq.QuantType.QUInt8
+        input_name = fp32.graph.input[0].name
+        # BatchNormalization stays float: ORT has no integer kernel for it, so the BNs left after folding
+        # (ResNet's pre-activation ones, which follow an Add, not a Conv) run in float either way; quantizing
+        # them only adds Q/DQ pairs (measured: same agreement and speed) and warnings about rank-1 weights.
+        registered = set(ortq.registry.QDQRegistry) | set(ortq.registry.QLinearOpsRegistry)
+        ortq.quantize_static(
+            str(pre), str(out_path), _TileReader(input_name, calibration, layout),
+            quant_format=ortq.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=activation,
+            weight_type=ortq.QuantType.QInt8,
+            nodes_to_exclude=head,
+            op_types_to_quantize=sorted(registered - set(_FLOAT_OPS)),
+            calibrate_method=ortq.CalibrationMethod.MinMax,
+            # No CalibMaxIntermediateOutputs: in ORT 1.31 it drops the ranges collected so far instead of
+            # merging them (and MinMax keeps only reduced min/max outputs, so memory is no issue).
+            extra_options={"ActivationSymmetric": params.symmetric_activations, "WeightSymmetric": True},
+        )
+    settings = {
+        "format": "QDQ",
+        "weights": "int8, symmetric, per output channel",
+        "activations": f"{params.activations}, {'symmetric' if params.symmetric_activations else 'asymmetric'}, "
+                       "per tensor",
+        "calibration_method": "MinMax",
+        "float_nodes": head,
+        "float_op_types": list(_FLOAT_OPS),
+    }
+    proto = onnx.load(str(out_path))
+    # The quantizer keeps pre-processing's metadata only by accident of its implementation; set exactly
+    # the float model's (Deepness reads class names, resolution, tiling from it) plus a note of our own.
+    del proto.metadata_props[:]
+    for prop in fp32.metadata_props:
+        proto.metadata_props.add(key=prop.key, value=prop.value)
+    proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(settings))
+    proto.producer_name = "landcover training (onnxruntime quantize_static)"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out_path))
+    return settings
+
+
+# ------------------------------------------------------------------------------------------- measuring
+
+
+def _with_onnx(bundle: Any, path: Path) -> Any:
+    """``bundle`` with its ONNX entry pointing at ``path`` (checksum recomputed; layout etc. unchanged)."""
+    from backend.onnx_runtime import file_sha256
+
+    return replace(bundle, onnx=replace(bundle.onnx, file=Path(path), sha256=file_sha256(Path(path))))
+
+
+def compare_models(bundle: Any, fp32_path: Path, int8_path: Path, images: Sequence[EvalImage],
+                   workdir: Path, say: Callable[[str], None] = print) -> list[Comparison]:
+    """Segment every image with both ONNX models through the tiled engine; compare classes and truth.
+
+    Agreement counts the pixels the float model classified (nodata excluded) whose class the quantized
+    model reproduces. With a truth mask, both are also scored against it (per-class IoU, mIoU).
+    """
+    import rasterio
+
+    from backend.inference import segment
+    from backend.onnx_runtime import OnnxRuntime
+    from backend.outputs import NODATA
+    from training.metrics import confusion_matrix, scores
+
+    fp32_bundle, int8_bundle = _with_onnx(bundle, fp32_path), _with_onnx(bundle, int8_path)
+    runtimes = {"fp32": (fp32_bundle, OnnxRuntime(fp32_bundle)), "int8": (int8_bundle, OnnxRuntime(int8_bundle))}
+    names = [c.name for c in bundle.classes]
+    out = []
+    for k, item in enumerate(images):
+        preds = {}
+        for key, (b, runtime) in runtimes.items():
+            path = Path(workdir) / f"{k}_{key}.tif"
+            segment(item.image, path, b, runtime=runtime)
+            with rasterio.open(path) as src:
+                preds[key] = src.read(1)
+        valid = preds["fp32"] != NODATA
+        comparison = Comparison(
+            name=item.name or Path(item.image).stem,
+            pixels=int(valid.sum()),
+            agreement=float((preds["int8"][valid] == preds["fp32"][valid]).mean()) if valid.any() else 1.0,
+        )
+        if item.truth is not None:
+            with rasterio.open(item.truth) as src:
+                truth = src.read(1)
+            if truth.shape != valid.shape:
+                raise TrainingError(f"truth mask {item.truth} is {truth.shape}, the orthophoto {valid.shape}")
+            comparison = replace(comparison, **{
+                f"{key}_scores": scores(confusion_matrix(truth, preds[key], len(names)), names) for key in preds
+            })
+        say(f"  {comparison.name}: {100 * comparison.agreement:.3f} % equal classes")
+        out.append(comparison)
+    return out
+
+
+def tile_latency_ms(bundle: Any, models: dict[str, Path], batch: int = 8, runs: int = 7,
+                    seed: int = 0) -> dict[str, float]:
+    """Median milliseconds per tile of each ONNX model, one batch of ``batch`` tiles per call.
+
+    Models are timed alternately, run after run, so a load change on the machine hits them equally.
+    """
+    from backend.onnx_runtime import OnnxRuntime
+
+    if batch < 1 or runs < 1:
+        raise TrainingError(f"latency batch and runs must be >= 1, got {batch} and {runs}")
+    runtimes = {key: OnnxRuntime(_with_onnx(bundle, path)) for key, path in models.items()}
+    rng = np.random.default_rng(seed)
+    t = bundle.tile_size
+    x = bundle.preprocessing.apply(rng.integers(0, 256, (batch, t, t, bundle.input_bands)))
+    times: dict[str, list[float]] = {key: [] for key in runtimes}
+    for runtime in runtimes.values():
+        runtime.predict(x)  # warm-up: first calls allocate buffers and pick kernels
+    for _ in range(runs):
+        for key, runtime in runtimes.items():
+            start = time.perf_counter()
+            runtime.predict(x)
+            times[key].append(time.perf_counter() - start)
+    return {key: 1000 * float(np.median(v)) / batch for key, v in times.items()}
+
+
+# ------------------------------------------------------------------------------------------- the step
+
+
+def held_out_scenes(bundle: Any, params: QuantizeParams, out_dir: Path) -> list[EvalImage]:
+    """Write new synthetic scenes (seed ``params.held_out_seed``) with their masks into ``out_dir``."""
+    from training.synthetic import SyntheticParams, generate_dataset
+
+    train = training_config(bundle).data.synthetic
+    if params.held_out_seed == train.seed:
+        raise TrainingError(f"held-out seed {params.held_out_seed} is the training scenes' seed; use another")
+    synth = SyntheticParams(orthophotos=params.held_out_scenes, size=params.held_out_size, seed=params.held_out_seed,
+                            shares=train.shares, jitter=train.jitter, prefix="heldout")
+    names = generate_dataset(out_dir, synth)
+    return [EvalImage(out_dir / "images" / f"{n}.tif", out_dir / "masks" / f"{n}.tif") for n in names]
+
+
+def default_output(bundle_json: Path) -> Path:
+    """``landcover.json`` -> ``landcover.int8.onnx`` beside it."""
+    stem = bundle_json.name[: -len(".json")] if bundle_json.name.endswith(".json") else bundle_json.stem
+    return bundle_json.with_name(stem + QUANTIZED_SUFFIX)
+
+
+def quantize_bundle(bundle_json: Path, params: QuantizeParams, out: Path | None = None,
+                    evaluate: Sequence[EvalImage] = (), say: Callable[[str], None] = print) -> QuantizeReport:
+    """Quantize the bundle's float ONNX export, check it, and make the bundle JSON point at it.
+
+    Args:
+        bundle_json: a bundle whose ``onnx`` entry is a float export (``python -m backend export-onnx``).
+        params: quantization and check settings.
+        out: the INT8 file (default ``<stem>.int8.onnx``); must sit beside the JSON, which names it relative
+            to itself.
+        evaluate: further orthophotos (and truth masks) to compare on, e.g. the demo.
+        say: progress lines.
+
+    Returns:
+        The report (the bundle JSON is already rewritten).
+
+    Raises:
+        LandcoverError: a missing or already quantized export, bad options, or too low an agreement.
+    """
+    from backend.bundle import load_bundle
+    from backend.onnx_runtime import file_sha256, verified_onnx_path
+
+    bundle_json = Path(bundle_json)
+    bundle = load_bundle(bundle_json)
+    if bundle.onnx is None:
+        raise TrainingError(f"model {bundle.name!r} has no ONNX export; run "
+                            f"'python -m backend export-onnx {bundle_json} --deepness' first")
+    fp32_path = verified_onnx_path(bundle)
+    onnx, _ = _import_quantization()
+    if is_quantized(onnx.load(str(fp32_path), load_external_data=False)):
+        raise TrainingError(
+            f"{fp32_path.name} named by {bundle_json} is already quantized; re-export the float model with "
+            f"'python -m backend export-onnx {bundle_json} --deepness' and quantize that"
+        )
+    if params.held_out_seed == training_config(bundle).data.synthetic.seed:
+        raise TrainingError(f"held-out seed {params.held_out_seed} is the training scenes' seed; use another")
+    out = Path(out) if out is not None else default_output(bundle_json)
+    if out.suffix != ".onnx":
+        raise TrainingError(f"--out {out} must end with .onnx")
+    if out.resolve().parent != bundle_json.resolve().parent:
+        raise TrainingError(f"--out {out} must be in the bundle's folder {bundle_json.parent} (the JSON names it "
+                            "relative to itself)")
+    if out.resolve() == fp32_path.resolve():
+        raise TrainingError(f"--out {out} is the float model itself; choose another name")
+    for item in evaluate:
+        for path in (item.image, item.truth):
+            if path is not None and not Path(path).is_file():
+                raise TrainingError(f"{path} does not exist")
+
+    say(f"rebuilding the training patches of {bundle.name} for calibration")
+    calibration = training_calibration_tiles(bundle, params.calibration_tiles, params.seed)
+    say(f"calibrating and quantizing on {len(calibration.tiles)} tiles")
+    part = out.with_name(out.name + ".part")
+    try:
+        settings = quantize_onnx(fp32_path, part, calibration.tiles, bundle.onnx.layout, params)
+        with tempfile.TemporaryDirectory(prefix="landcover-quant-check-") as tmp:
+            images = held_out_scenes(bundle, params, Path(tmp) / "scenes") + list(evaluate)
+            say(f"comparing with the float model on {len(images)} orthophoto(s) through backend.inference.segment")
+            comparisons = compare_models(bundle, fp32_path, part, images, Path(tmp), say)
+        worst = min(comparisons, key=lambda c: c.agreement)
+        if worst.agreement < params.min_agreement:
+            raise TrainingError(
+                f"the INT8 model keeps the float model's class on only {100 * worst.agreement:.3f} % of "
+                f"{worst.name} (minimum {100 * params.min_agreement:.2f} %); the bundle was left unchanged; "
+                "try more --calibration-tiles or --activations uint8"
+            )
+        os.replace(part, out)
+    finally:
+        if part.exists():
+            part.unlink()
+
+    import onnxruntime
+
+    pixels = sum(c.pixels for c in comparisons)
+    provenance = {
+        "method": "onnxruntime.quantization.quantize_static (static INT8, QDQ)",
+        **settings,
+        "calibration": {"source": calibration.source, "tiles": len(calibration.tiles)},
+        "agreement_with_fp32": {
+            "all": round(sum(c.agreement * c.pixels for c in comparisons) / max(pixels, 1), 6),
+            "pixels": pixels,
+            "orthophotos": {c.name: round(c.agreement, 6) for c in comparisons},
+            "how": "share of pixels with the float model's class, both through backend.inference.segment",
+        },
+        "fp32_file": fp32_path.name,
+        "fp32_sha256": bundle.onnx.sha256,
+        "fp32_bytes": fp32_path.stat().st_size,
+        "int8_bytes": out.stat().st_size,
+        "onnxruntime": onnxruntime.__version__,
+        "date": _dt.date.today().isoformat(),
+    }
+    onnx_entry = replace(bundle.onnx, file=out.resolve(), sha256=file_sha256(out))
+    updated = replace(bundle, onnx=onnx_entry, provenance={**bundle.provenance, "onnx_quantization": provenance})
+    updated.save(bundle_json)
+    say(f"{bundle_json} now names {out.name} (sha256 {onnx_entry.sha256[:16]}...)")
+    return QuantizeReport(out, fp32_path, fp32_path.stat().st_size, out.stat().st_size, calibration,
+                          comparisons, provenance)
