@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
 
 from qgis.core import Qgis, QgsMessageLog, QgsTask
 
-from ..errors import CancelledError, InternalError, LandcoverError
+from ..errors import LandcoverError
 from ..feedback import LOG_TAG
 from ..runtime_setup import RuntimeRequest, RuntimeStatus, setup_runtime
+from .outcome import run_guarded
 
 
 class RuntimeSetupTask(QgsTask):
@@ -38,18 +38,9 @@ class RuntimeSetupTask(QgsTask):
         def log(line: str) -> None:
             QgsMessageLog.logMessage(line, LOG_TAG, Qgis.Info, notifyUser=False)
 
-        try:
-            self.outcome = setup_runtime(self.request, progress, log, self.isCanceled)
-            return True
-        except CancelledError:
-            self.canceled = True
-            return False
-        except LandcoverError as exc:
-            self.error = exc
-            return False
-        except Exception as exc:  # noqa: BLE001 - a task must never raise; report everything
-            self.error = InternalError(f"unexpected error: {type(exc).__name__}: {exc}", traceback.format_exc())
-            return False
+        ended = run_guarded(lambda: setup_runtime(self.request, progress, log, self.isCanceled))
+        self.outcome, self.error, self.canceled = ended.value, ended.error, ended.canceled
+        return self.outcome is not None
 
     def finished(self, result: bool) -> None:  # main thread
         if not result and self.isCanceled():

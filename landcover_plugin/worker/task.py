@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
 
 from qgis.core import Qgis, QgsFeedback, QgsMessageLog, QgsTask
 
 from .. import job
-from ..errors import CancelledError, InternalError, LandcoverError
+from ..errors import LandcoverError
 from ..feedback import LOG_TAG
+from .outcome import run_guarded
 
 
 class SegmentTask(QgsTask):
@@ -40,18 +40,9 @@ class SegmentTask(QgsTask):
             if message:
                 self.stage = message
 
-        try:
-            self.outcome = job.execute(self.plan, progress, self.isCanceled, self.feedback)
-            return True
-        except CancelledError:
-            self.canceled = True
-            return False
-        except LandcoverError as exc:
-            self.error = exc
-            return False
-        except Exception as exc:  # noqa: BLE001 - a task must never raise; report everything
-            self.error = InternalError(f"unexpected error: {type(exc).__name__}: {exc}", traceback.format_exc())
-            return False
+        ended = run_guarded(lambda: job.execute(self.plan, progress, self.isCanceled, self.feedback))
+        self.outcome, self.error, self.canceled = ended.value, ended.error, ended.canceled
+        return self.outcome is not None
 
     def finished(self, result: bool) -> None:  # main thread
         if not result and self.isCanceled():
