@@ -21,6 +21,7 @@ from backend.contract import (
     DEFAULT_MODEL,
     FORMAT_VERSION,
     LANDCOVER_CLASSES,
+    ONNX_ARCHITECTURE,
     UNTRAINED_PREFIX,
     ClassInfo,
     ListedModel,
@@ -40,8 +41,9 @@ BUNDLED_DIR = model_dirs()[0][1]
 
 __all__ = [
     "ARCHITECTURES", "BUNDLED_DIR", "FORMAT_VERSION", "LANDCOVER_CLASSES", "UNTRAINED_PREFIX", "ClassInfo",
-    "ListedModel", "ModelBundle", "ModelInfo", "OnnxExport", "Preprocessing", "bundle_from_dict", "list_models",
-    "load_bundle", "model_search_dirs", "resolve_model", "untrained_bundle", "user_models_dir", "with_weights",
+    "ListedModel", "ModelBundle", "ModelInfo", "OUTPUT_KINDS", "OnnxExport", "Preprocessing", "bundle_from_dict",
+    "list_models", "load_bundle", "model_search_dirs", "resolve_model", "untrained_bundle", "user_models_dir",
+    "with_weights",
 ]
 
 
@@ -74,6 +76,10 @@ class Preprocessing:
 
 
 ONNX_LAYOUTS = ("NHWC", "NCHW")
+#: How the chosen ONNX output encodes the classes (see :mod:`backend.onnx_runtime` for the conversion):
+#: ``softmax``: one score per class (C >= 2 channels; Landcover's own exports); ``sigmoid``: the probability
+#: of one class against background, thresholded at ``threshold``; ``labels``: class ids (no class axis).
+OUTPUT_KINDS = ("softmax", "sigmoid", "labels")
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,18 @@ class OnnxExport:
     ``layout`` is the ONNX tensors' layout: NHWC like Keras, or NCHW for Deepness. ``weights_sha256``
     is the checksum of the weights file it was converted from, so a retrained bundle with a stale
     ONNX file is caught instead of silently running the old network.
+
+    Imported models (:mod:`backend.deepness`) also say how to read their output, with defaults that
+    describe Landcover's own exports, so older bundles load unchanged:
+
+    Attributes:
+        output: index of the graph output holding the segmentation (several outputs are allowed).
+        output_kind: one of :data:`OUTPUT_KINDS`.
+        class_axis: False when the output has no class axis (``N x H x W``).
+        threshold: ``sigmoid`` only: the probability above which a pixel is the class, not background.
+        context_margin: pixels the output lacks on each side of the input (the output covers the
+            tile's centre); the engine feeds that much context around every tile it classifies.
+        fixed_batch: the graph's batch size when it is fixed (tiles are fed in groups of exactly it).
     """
 
     file: Path
@@ -91,6 +109,12 @@ class OnnxExport:
     layout: str = "NHWC"
     deepness: bool = False
     weights_sha256: str | None = None
+    output: int = 0
+    output_kind: str = "softmax"
+    class_axis: bool = True
+    threshold: float = 0.5
+    context_margin: int = 0
+    fixed_batch: int | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in ONNX_LAYOUTS:
@@ -98,9 +122,25 @@ class OnnxExport:
         for value in (self.sha256, self.weights_sha256):
             if value is not None and (len(value) != 64 or any(ch not in "0123456789abcdef" for ch in value)):
                 raise ModelError(f"ONNX checksum {value!r} is not a 64-digit lowercase hex SHA-256")
+        if self.output_kind not in OUTPUT_KINDS:
+            raise ModelError(f"ONNX output kind {self.output_kind!r} is not one of {', '.join(OUTPUT_KINDS)}")
+        if self.output < 0:
+            raise ModelError(f"ONNX output index {self.output} must be >= 0")
+        if self.output_kind == "softmax" and not self.class_axis:
+            raise ModelError("a softmax ONNX output needs a class axis; use output kind labels or sigmoid")
+        if not 0.0 < self.threshold < 1.0:
+            raise ModelError(f"ONNX output threshold {self.threshold} must be between 0 and 1")
+        if self.context_margin < 0:
+            raise ModelError(f"ONNX context margin {self.context_margin} must be >= 0")
+        if self.fixed_batch is not None and self.fixed_batch < 1:
+            raise ModelError(f"ONNX fixed batch size {self.fixed_batch} must be >= 1")
+
+    #: The fields older bundles lack; written only when they differ from these defaults.
+    _READOUT_DEFAULTS = {"output": 0, "output_kind": "softmax", "class_axis": True, "threshold": 0.5,
+                         "context_margin": 0, "fixed_batch": None}
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "file": self.file.name,
             "sha256": self.sha256,
             "opset": self.opset,
@@ -108,6 +148,23 @@ class OnnxExport:
             "deepness": self.deepness,
             "weights_sha256": self.weights_sha256,
         }
+        # Landcover's own exports keep exactly their old JSON; imported models add how to read them.
+        d.update({k: getattr(self, k) for k, v in self._READOUT_DEFAULTS.items() if getattr(self, k) != v})
+        return d
+
+    def describe(self) -> str:
+        """How the output is read, for ``info`` and ``models`` (empty for a plain softmax output)."""
+        parts = []
+        if self.output:
+            parts.append(f"output #{self.output}")
+        if self.output_kind != "softmax" or not self.class_axis:
+            kind = self.output_kind + ("" if self.class_axis else " (no class axis)")
+            parts.append(kind + (f", threshold {self.threshold:g}" if self.output_kind == "sigmoid" else ""))
+        if self.context_margin:
+            parts.append(f"centre output, {self.context_margin} px context on each side")
+        if self.fixed_batch:
+            parts.append(f"fixed batch {self.fixed_batch}")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -127,6 +184,12 @@ class ModelBundle(ModelInfo):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.architecture == ONNX_ARCHITECTURE and self.onnx is None:
+            raise ModelError(f"an imported ({ONNX_ARCHITECTURE!r}) model needs an \"onnx\" entry{self._where}; "
+                             "re-add it with 'python -m backend models add'")
+        if self.onnx is not None and self.onnx.output_kind == "sigmoid" and self.num_classes != 2:
+            raise ModelError(f"a sigmoid ONNX output gives 2 classes (background and the class), but the bundle"
+                             f"{self._where} lists {self.num_classes}; fix the classes")
         if len(self.preprocessing.mean) != self.input_bands:
             raise ModelError(
                 f"preprocessing has {len(self.preprocessing.mean)} mean/std values but the model takes "
@@ -136,6 +199,16 @@ class ModelBundle(ModelInfo):
     @property
     def is_untrained(self) -> bool:
         return self.weights is None and self.onnx is None
+
+    @property
+    def context_margin(self) -> int:
+        """Pixels of context the network needs on each side of the tile it classifies (0 for most models)."""
+        return self.onnx.context_margin if self.onnx is not None else 0
+
+    @property
+    def input_tile(self) -> int:
+        """Side of the tiles the network takes: the classified tile plus the context on both sides."""
+        return self.tile_size + 2 * self.context_margin
 
     @property
     def has_weights(self) -> bool:
@@ -174,6 +247,8 @@ class ModelBundle(ModelInfo):
         return json_path
 
     def _weights_summary(self) -> str:
+        if self.architecture == ONNX_ARCHITECTURE:
+            return "none (imported ONNX model: runs on ONNX Runtime only)"
         if self.is_untrained:
             return f"random (untrained, seed {self.seed})"
         if not self.has_weights:
@@ -186,7 +261,8 @@ class ModelBundle(ModelInfo):
         lines = [
             f"name:         {self.name}",
             f"model:        {self.architecture} / {self.backbone}",
-            f"tile size:    {self.tile_size} px (default overlap {self.overlap} px)",
+            f"tile size:    {self.tile_size} px (default overlap {self.overlap} px"
+            + (f"; network input {self.input_tile} px with context)" if self.context_margin else ")"),
             f"input:        {self.input_bands} bands, pixel / {self.preprocessing.scale:g}",
             f"resolution:   {gsd}",
             f"classes:      {', '.join(f'{c.id} {c.name}' for c in self.classes)}",
@@ -195,6 +271,11 @@ class ModelBundle(ModelInfo):
         if self.onnx is not None:
             extra = ", Deepness metadata" if self.onnx.deepness else ""
             lines.append(f"onnx:         {self.onnx.file.name} ({self.onnx.layout}, opset {self.onnx.opset}{extra})")
+            if self.onnx.describe():
+                lines.append(f"output:       {self.onnx.describe()}")
+        source = self.provenance.get("source")
+        if source:
+            lines.append(f"imported from: {source}")
         metrics = self.provenance.get("metrics") or {}
         if "miou" in metrics:
             lines.append(f"mIoU:         {metrics['miou']:.3f}")
@@ -257,6 +338,12 @@ def _onnx_from_dict(entry: Any, source: Path | None, where: str) -> OnnxExport |
             layout=str(entry.get("layout", "NHWC")),
             deepness=bool(entry.get("deepness", False)),
             weights_sha256=None if entry.get("weights_sha256") is None else str(entry["weights_sha256"]),
+            output=int(entry.get("output", 0)),
+            output_kind=str(entry.get("output_kind", "softmax")),
+            class_axis=bool(entry.get("class_axis", True)),
+            threshold=float(entry.get("threshold", 0.5)),
+            context_margin=int(entry.get("context_margin", 0)),
+            fixed_batch=None if entry.get("fixed_batch") is None else int(entry["fixed_batch"]),
         )
     except (TypeError, ValueError) as exc:
         raise ModelError(f"the \"onnx\" entry of the model bundle{where} is malformed ({exc}); {fix}") from exc

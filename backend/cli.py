@@ -1,4 +1,4 @@
-"""Command line: ``python -m backend segment | models | info | preview | export-onnx``.
+"""Command line: ``python -m backend segment | models [list|add|remove] | info | preview | export-onnx``.
 
 Exit codes: 0 success, 2 bad input or usage (one line on stderr naming the problem and the fix),
 1 anything else (a bug: the traceback is printed), 130 interrupted or cancelled. With
@@ -25,6 +25,7 @@ from backend.contract import (
     SETUP_HINT,
     CancelledError,
     DependencyError,
+    DoneEvent,
     ErrorEvent,
     InfoEvent,
     InternalError,
@@ -79,8 +80,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="bar (default), json (one JSON object per line on stdout, for the QGIS plugin) or none",
     )
 
-    models = sub.add_parser("models", help="list the bundled and user models")
+    models = sub.add_parser(
+        "models", help="list, add or remove models",
+        description="List the bundled and user models (the default action), add a Deepness ONNX model or a "
+        "Landcover bundle to the user models folder ($LANDCOVER_MODELS_DIR), or remove one.",
+    )
     models.add_argument("--json", action="store_true", help="machine-readable output")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
+    mlist = msub.add_parser("list", help="the model cards of every bundled and user model",
+                            description="Name, key, origin, classes, pixel size and provenance of every model.")
+    mlist.add_argument("--json", dest="list_json", action="store_true", help="machine-readable output")
+    add = msub.add_parser(
+        "add", help="add a Deepness ONNX model or a bundle .json (path or URL) to the user models folder",
+        description="Add SOURCE — a segmentation .onnx exported for the Deepness QGIS plugin, or a Landcover bundle "
+        ".json with its files — from a path or an http(s)/file URL into the user models folder "
+        "(<folder>/<key>/<key>.json + the ONNX file). Then 'segment --model NAME' uses it. What the model's "
+        "metadata lacks must be given: --classes, --gsd-m, sometimes --tile-size.",
+    )
+    add.add_argument("source", metavar="PATH_OR_URL", help=".onnx or bundle .json: a path, or an http(s)/file URL")
+    add.add_argument("--name", help="model name (default: the file name); its key is the folder name")
+    add.add_argument("--classes", help="class names in output order, e.g. background,tree,water (overrides the "
+                     "model's class_names)")
+    add.add_argument("--gsd-m", type=float, metavar="METRES",
+                     help="pixel size the model was trained at, in metres (overrides the model's resolution)")
+    add.add_argument("--output", type=int, default=0, metavar="K",
+                     help="which of the model's outputs holds the segmentation (default 0)")
+    add.add_argument("--tile-size", type=int, metavar="PIXELS",
+                     help="input tile size, for models whose input size is neither fixed nor in the metadata")
+    add.add_argument("--sha256", metavar="HEX", help="refuse the file unless it has this SHA-256")
+    add.add_argument("--replace", action="store_true", help="replace a user model of the same name")
+    add.add_argument("--progress", choices=PROGRESS_MODES, default="bar",
+                     help="download progress: bar (default), json (worker protocol lines on stdout) or none")
+    remove = msub.add_parser("remove", help="remove a user model (never a bundled one)",
+                             description="Delete a model from the user models folder by its key or name.")
+    remove.add_argument("name", metavar="NAME", help="key or name of a user model")
 
     info = sub.add_parser("info", help="print a model bundle's metadata")
     info.add_argument("model", metavar="MODEL", help="bundle .json path or model name/key")
@@ -182,25 +215,88 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
+    action = getattr(args, "models_command", None) or "list"
+    if action == "add":
+        return _models_add(args)
+    if action == "remove":
+        return _models_remove(args)
+    return _models_list(args.json or getattr(args, "list_json", False))
+
+
+def _models_list(as_json: bool) -> int:
     from backend.bundle import list_models, model_search_dirs
 
     listed = list_models()
-    if args.json:
+    if as_json:
         print(json.dumps([
             {"key": m.key, "origin": m.origin, "path": str(m.path), "error": m.error,
-             "bundle": m.info.to_dict() if m.info else None}
+             "bundle": m.info.to_dict() if m.info else None, "card": _card(m.info) if m.info else None}
             for m in listed
         ], indent=2))
         return EXIT_OK
     if not listed:
         print("no model bundles found in " + ", ".join(str(p) for _, p in model_search_dirs()))
     for m in listed:
-        if m.info:
-            gsd = f"{m.info.gsd_m:g} m/px" if m.info.gsd_m else "?"
-            print(f"{m.key:<20} {m.origin:<8} {m.info.architecture}/{m.info.backbone:<10} {gsd:<10} {m.path}")
-        else:
-            print(f"{m.key:<20} {m.origin:<8} UNREADABLE: {m.error}")
+        if not m.info:
+            print(f"{m.key}  [{m.origin}]  UNREADABLE: {m.error}\n  {m.path}\n")
+            continue
+        card = _card(m.info)
+        print(f"{m.key}  [{m.origin}]  {card['name']}")
+        print(f"  classes:    {', '.join(card['classes'])}")
+        gsd = f"{card['gsd_m']:g} m/px" if card["gsd_m"] else "unknown"
+        print(f"  pixel size: {gsd}; tile {card['tile_size']} px; {card['model']}")
+        if card["provenance"]:
+            print(f"  provenance: {card['provenance']}")
+        print(f"  path:       {m.path}\n")
     print("also: untrained:ARCH:BACKBONE (random weights, for installation checks and benchmarks)")
+    return EXIT_OK
+
+
+def _card(bundle) -> dict:
+    """A model's card: what a person choosing a model needs, from its bundle."""
+    prov = bundle.provenance or {}
+    parts = []
+    if prov.get("source"):
+        parts.append(f"imported from {prov['source']}" + (f" (sha256 {prov['source_sha256'][:12]}...)"
+                                                          if prov.get("source_sha256") else ""))
+    elif prov.get("data"):
+        parts.append(f"trained on {str(prov['data'])[:80]}")
+    metrics = prov.get("metrics") or {}
+    if isinstance(metrics, dict) and isinstance(metrics.get("miou"), int | float):
+        parts.append(f"mIoU {metrics['miou']:.3f}")
+    model = f"{bundle.architecture}/{bundle.backbone}"
+    if bundle.onnx is not None and bundle.onnx.describe():
+        model += f" ({bundle.onnx.describe()})"
+    return {"name": bundle.name, "classes": bundle.class_names, "gsd_m": bundle.gsd_m, "tile_size": bundle.tile_size,
+            "model": model, "provenance": "; ".join(parts)}
+
+
+def _models_add(args: argparse.Namespace) -> int:
+    from backend.deepness import ImportOptions, parse_class_list
+    from backend.download import download_progress
+    from backend.model_store import AddRequest, add_model
+
+    options = ImportOptions(name=args.name, classes=parse_class_list(args.classes), gsd_m=args.gsd_m,
+                            output=args.output, tile_size=args.tile_size)
+    request = AddRequest(args.source, options, sha256=args.sha256, replace=args.replace)
+    progress = download_progress(args.progress)
+    added = add_model(request, progress)
+    message = (f"{'replaced' if added.replaced else 'added'} model {added.bundle.name!r} (key {added.key}): "
+               f"{len(added.bundle.classes)} classes ({', '.join(added.bundle.class_names)}), "
+               f"{added.bundle.gsd_m:g} m/px; use it with 'segment IN OUT --model {added.key}'")
+    if args.progress == "json":
+        print(encode_event(InfoEvent(message)), flush=True)
+        print(encode_event(DoneEvent(output=str(added.bundle.source), areas={})), flush=True)
+    else:
+        print(message)
+    return EXIT_OK
+
+
+def _models_remove(args: argparse.Namespace) -> int:
+    from backend.model_store import remove_model
+
+    removed = remove_model(args.name)
+    print(f"removed model {removed.key} ({removed.path.parent})")
     return EXIT_OK
 
 

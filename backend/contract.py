@@ -152,6 +152,9 @@ def classes_to_json(classes: Sequence[ClassInfo]) -> str:
 
 FORMAT_VERSION = 1
 ARCHITECTURES = ("Unet", "FPN", "Linknet")
+#: The architecture of a model that exists only as an imported ONNX file (e.g. one exported for Deepness):
+#: there is no Keras network to build, so it runs only on ONNX Runtime and its tile size is whatever it takes.
+ONNX_ARCHITECTURE = "onnx"
 UNTRAINED_PREFIX = "untrained:"
 DEFAULT_MODEL = "default"
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundles"
@@ -179,13 +182,18 @@ class ModelInfo:
 
     def __post_init__(self) -> None:
         where = self._where
-        if self.architecture not in ARCHITECTURES:
+        if self.architecture not in ARCHITECTURES and self.architecture != ONNX_ARCHITECTURE:
             raise ModelError(
-                f"unknown architecture {self.architecture!r}{where}; use one of {', '.join(ARCHITECTURES)}"
+                f"unknown architecture {self.architecture!r}{where}; use one of {', '.join(ARCHITECTURES)} "
+                f"(or {ONNX_ARCHITECTURE!r} for an imported ONNX model)"
             )
         if not self.backbone:
             raise ModelError(f"bundle{where} names no backbone; set e.g. \"backbone\": \"resnet18\"")
-        if self.tile_size < 32 or self.tile_size % 32:
+        if self.architecture == ONNX_ARCHITECTURE:
+            # Imported networks were trained on their own tile size; only the encoders built here need 32 | tile.
+            if self.tile_size < 8:
+                raise ModelError(f"tile_size {self.tile_size}{where} must be at least 8 pixels")
+        elif self.tile_size < 32 or self.tile_size % 32:
             raise ModelError(f"tile_size {self.tile_size}{where} must be a multiple of 32 (e.g. 256)")
         if self.input_bands < 1:
             raise ModelError(f"input_bands must be >= 1{where}")

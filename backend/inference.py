@@ -351,12 +351,17 @@ def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, 
                runtime: Runtime, finish):
     """Predict every tile of one column block, row by row; yields ``(tiles_done, tiles_predicted)`` steps."""
     tile = params.tile_size
+    # Models whose output covers only the centre of their input (imported ONNX models) are tiled on the
+    # output's grid, and each tile is read with ``margin`` pixels of context around it (reflected at the
+    # raster's edges like the padding). Blending and stitching then stay exactly those of any other model:
+    # no pixel depends on output the network never produced.
+    margin = bundle.context_margin
     rows = grid.rows
     # Rows in flight: from the first tile row with unpredicted tiles to the end of the newest one;
     # a batch spans at most ceil(batch / tiles per row) + 1 tile rows. ensure() grows it if needed.
     capacity = tile + rows.stride * -(-params.batch_size // len(block.tiles))
     acc = _Accumulator(rows.start(0), block.acc_width, bundle.num_classes, capacity)
-    cols_idx = reflect_indices(block.acc_x0, block.acc_width, source.width)
+    cols_idx = reflect_indices(block.acc_x0 - margin, block.acc_width + 2 * margin, source.width)
     weights = grid.weights[None, :, :, None]
     queue: list[tuple[int, int, np.ndarray]] = []
 
@@ -380,7 +385,8 @@ def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, 
     for r in range(rows.count):
         y = rows.start(r)
         acc.ensure(y + tile)
-        pixels, valid = source.read(reflect_indices(y, tile, source.height), cols_idx)
+        pixels, valid = source.read(reflect_indices(y - margin, tile + 2 * margin, source.height), cols_idx)
+        valid = valid[margin : margin + tile, margin : margin + block.acc_width]  # the pixels classified
         acc.set_valid(y, valid)
         skipped = 0
         for c in block.tiles:
@@ -388,7 +394,7 @@ def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, 
             if not valid[:, x : x + tile].any():
                 skipped += 1  # nothing valid to classify: no contribution needed
                 continue
-            queue.append((y, x, pixels[:, x : x + tile]))
+            queue.append((y, x, pixels[:, x : x + tile + 2 * margin]))
             if len(queue) == params.batch_size:
                 n = flush()
                 yield n + skipped, n

@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from backend.bundle import ModelBundle
-from backend.contract import RUNTIMES
+from backend.contract import ONNX_ARCHITECTURE, RUNTIMES
 from backend.errors import InputError
 
 
@@ -22,7 +22,11 @@ class Runtime(Protocol):
     name: str
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """``(n, tile, tile, bands)`` float32 normalised input -> ``(n, tile, tile, classes)`` float32 probabilities."""
+        """``(n, tile, tile, bands)`` float32 normalised input -> ``(n, tile, tile, classes)`` float32 probabilities.
+
+        For a model with a context margin ``m`` (:attr:`ModelBundle.context_margin`) the input tiles are
+        ``tile + 2m`` wide and the output covers their centre ``tile`` pixels.
+        """
         ...
 
 
@@ -66,6 +70,12 @@ def make_runtime(bundle: ModelBundle, kind: str = "auto") -> Runtime:
         raise InputError(f"unknown runtime {kind!r}; use one of {', '.join(RUNTIMES)}")
     from backend.onnx_runtime import OnnxRuntime, onnxruntime_available
 
+    if bundle.architecture == ONNX_ARCHITECTURE:
+        # An imported ONNX model has no Keras network to build: ONNX Runtime or nothing.
+        if kind == "tensorflow":
+            raise InputError(f"model {bundle.name!r} is an imported ONNX model and runs only on ONNX Runtime; "
+                             "use --runtime onnx or auto")
+        return OnnxRuntime(bundle)
     has_onnx = bundle.onnx is not None and bundle.onnx.file.is_file()
     # An ONNX-only install (the plugin zip) goes to ONNX Runtime even without onnxruntime: its error names the fix.
     if kind == "onnx" or (kind == "auto" and has_onnx and (onnxruntime_available() or not bundle.has_weights)):
