@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove = msub.add_parser("remove", help="remove a user model (never a bundled one)",
                              description="Delete a model from the user models folder by its key or name.")
     remove.add_argument("name", metavar="NAME", help="key or name of a user model")
+    remove.add_argument("--progress", choices=PROGRESS_MODES, default="none",
+                        help="json: errors as the worker protocol's last line, for the QGIS plugin")
 
     info = sub.add_parser("info", help="print a model bundle's metadata")
     info.add_argument("model", metavar="MODEL", help="bundle .json path or model name/key")
