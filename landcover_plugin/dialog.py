@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,8 @@ from qgis.core import (
     QgsRasterLayer,
 )
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMessageBar
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, QTimer, QUrl
+from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -46,15 +49,132 @@ from .contract import (
     user_models_dir,
 )
 from .errors import DependencyError, InputError, LandcoverError, ModelError
-from .feedback import LOG_TAG, push_error, push_setup_offer
+from .feedback import LOG_TAG, clear_messages, push_error, push_message, push_result, push_setup_offer
 from .results import add_results
 from .runtime_setup import runtime_status
 from .runtime_ui import RuntimeManager
 from .settings import Settings
-from .styling import areas_oneline, areas_summary
-from .worker.task import SegmentTask
+from .styling import areas_oneline, areas_summary, result_layer_name
+from .worker.task import SILENT, SegmentTask
 
 UNTRAINED_SPEC = "untrained:Unet:resnet18"
+PLUGIN_DIR = Path(__file__).resolve().parent
+
+#: Worker time per 256 x 256 px tile, end to end (read, predict, blend, write), ONNX Runtime on 2 cores:
+#: U-Net-ResNet18 30.9 ms, FPN-ResNet18 107.6 ms (benchmarks/results/runtimes.md, 2048² raster, overlap 32,
+#: batch 8). Other tile sizes scale with the tile's area; the estimate is for this kind of machine, and says so.
+MS_PER_TILE_256 = {"Unet": 30.9, "Linknet": 30.9, "FPN": 107.6}
+MEASURED_ON = "2 cores"
+#: Resampling that multiplies the pixel count by more than this asks first, with the output size and time.
+RESAMPLE_ASK_FACTOR = 4.0
+
+
+@dataclass(frozen=True)
+class ResampleEstimate:
+    """What resampling an area to the model's resolution makes: size, growth and worker time."""
+
+    layer_name: str
+    from_m: float  # the layer's pixel size (m, geometric mean of both axes)
+    to_m: float  # the model's
+    width: int
+    height: int
+    factor: float  # output pixels / input pixels
+    tiles: int
+    seconds: float
+
+    @property
+    def class_mb(self) -> float:
+        """The class raster, uncompressed (1 byte per pixel)."""
+        return self.width * self.height / 1e6
+
+    @property
+    def input_mb(self) -> float:
+        """The resampled RGB input the worker reads (a temporary file; at most 3 bytes per pixel)."""
+        return 3 * self.width * self.height / 1e6
+
+    def describe(self) -> str:
+        """Two sentences for the question before a large resample."""
+        text = (f"Resampling {self.layer_name!r} from {self.from_m:.3g} m to the model's {self.to_m:g} m pixels "
+                f"multiplies the pixel count by {self.factor:,.0f}: the result is {self.width:,} x {self.height:,} px "
+                f"(a {format_mb(self.class_mb)} class raster, up to {format_mb(self.input_mb)} of temporary input) "
+                f"and takes {format_duration(self.seconds)} ({self.tiles:,} tiles at "
+                f"{self.seconds / max(self.tiles, 1) * 1000:.0f} ms each as measured on {MEASURED_ON}; slower "
+                "machines take longer).")
+        if self.from_m / self.to_m > 4:
+            text += (" Upsampling adds no detail: on imagery this much coarser than the model's, results stay "
+                     "poor; imagery near the model's resolution works better.")
+        return text
+
+
+def format_mb(mb: float) -> str:
+    return f"{mb / 1000:,.1f} GB" if mb >= 1000 else f"{mb:,.0f} MB" if mb >= 10 else f"{mb:.1f} MB"
+
+
+def format_duration(seconds: float) -> str:
+    """``about 40 s``, ``about 12 min``, ``about 2 h 5 min``."""
+    if seconds < 60:
+        return f"about {max(1, round(seconds))} s"
+    minutes = round(seconds / 60)
+    return f"about {minutes} min" if minutes < 60 else f"about {minutes // 60} h {minutes % 60} min"
+
+
+def tile_count(width: int, height: int, tile: int, overlap: int) -> int:
+    """Tiles the worker predicts for a raster (tiles advance by ``tile - overlap``, as in backend/tiling.py)."""
+    stride = max(1, tile - overlap)
+    return math.prod(max(1, math.ceil(max(n - overlap, 1) / stride)) for n in (width, height))
+
+
+def resample_estimate(layer: QgsRasterLayer, model: ModelInfo, area: export.Area | None = None,
+                      overlap: int | None = None) -> ResampleEstimate | None:
+    """Size and time of resampling ``area`` of ``layer`` to the model's resolution; None when the pixel sizes
+    match (no resampling happens) or either is unknown.
+
+    Raises:
+        InputError: the area does not overlap the layer.
+    """
+    size = export.layer_pixel_size_m(layer)
+    if not model.gsd_m or not gsd_is_far(size, model.gsd_m):
+        return None
+    rect = export.clip_to_layer(layer, area or export.Area())
+    pixel = model.gsd_m / export.metres_per_unit(layer.crs(), rect)  # the export's pixel size (job.prepare)
+    width, height = max(1, round(rect.width() / pixel)), max(1, round(rect.height() / pixel))
+    native = (max(1.0, rect.width() / abs(layer.rasterUnitsPerPixelX()))
+              * max(1.0, rect.height() / abs(layer.rasterUnitsPerPixelY())))
+    tiles = tile_count(width, height, model.tile_size, model.overlap if overlap is None else overlap)
+    ms = MS_PER_TILE_256.get(model.architecture, MS_PER_TILE_256["Unet"]) * (model.tile_size / 256) ** 2
+    return ResampleEstimate(layer.name(), math.sqrt(size[0] * size[1]), model.gsd_m, width, height,
+                            width * height / native, tiles, tiles * ms / 1000)
+
+
+def help_target(plugin_dir: Path = PLUGIN_DIR) -> QUrl:
+    """What the Help button opens: the plugin guide where it exists, else the README, else the homepage.
+
+    The zip (scripts/package_plugin.py) ships ``docs/plugin.md`` and ``README.md`` inside the plugin folder;
+    the source tree has them beside the plugin. A local file works offline and always matches the installed
+    version; the homepage in metadata.txt is only the last resort.
+    """
+    for path in (plugin_dir / "docs" / "plugin.md", plugin_dir.parent / "docs" / "plugin.md",
+                 plugin_dir / "README.md", plugin_dir.parent / "README.md"):
+        if path.is_file():
+            return QUrl.fromLocalFile(str(path))
+    import configparser
+
+    meta = configparser.ConfigParser()
+    meta.read(plugin_dir / "metadata.txt", encoding="utf-8")
+    return QUrl(meta.get("general", "homepage", fallback="https://plugins.qgis.org/"))
+
+
+def _after_qgis_notice(push: Callable[[], object]) -> None:
+    """Push a result message after QGIS's own end-of-task notice, so it is the one on top of the message bar.
+
+    QGIS 3.22 announces a finished task ("Task complete", falling back to its message bar when the desktop has no
+    notification service) right after the task's finished() handler, i.e. after our message, and would cover it.
+    From 3.26 the task is silent and the message goes out at once.
+    """
+    if SILENT:
+        push()
+    else:
+        QTimer.singleShot(0, push)
 
 
 def report_task(iface, task: SegmentTask, add_to_map: bool = True, open_dialog=None, setup_runtime=None) -> None:
@@ -68,20 +188,32 @@ def report_task(iface, task: SegmentTask, add_to_map: bool = True, open_dialog=N
         outcome = task.outcome
         if add_to_map:
             try:
-                add_results(outcome)
+                add_results(outcome, input_layer_id=getattr(task, "input_layer_id", None))
             except LandcoverError as exc:
                 push_error(bar, exc, open_dialog, iface.mainWindow())
                 return
         summary = areas_summary(outcome.areas)
-        QgsMessageLog.logMessage(f"{outcome.layer_name} → {outcome.output}\n{summary}", LOG_TAG, Qgis.Info)
-        bar.pushMessage("Landcover", f"{outcome.model.name}: {areas_oneline(outcome.areas)} — areas written to "
-                        f"{outcome.files.areas_csv}", level=Qgis.Success, duration=15)
-        for warning in outcome.warnings:
-            bar.pushMessage("Landcover", warning, level=Qgis.Warning, duration=15)
+        QgsMessageLog.logMessage(f"{outcome.layer_name} → {outcome.output}\n{summary}\nareas: "
+                                 f"{outcome.files.areas_csv}", LOG_TAG, Qgis.Info)
+        name = result_layer_name(outcome.layer_name, outcome.model.name)
+
+        def show_table():
+            from .area_table import show_area_table
+
+            return show_area_table(outcome.areas, name, outcome.files.areas_csv, iface.mainWindow())
+
+        def push() -> None:
+            for warning in outcome.warnings:  # below the result, which is what the user looks for first
+                push_message(bar, "Landcover", warning, Qgis.Warning, 0)
+            push_result(bar, "Landcover", f"{name}: {areas_oneline(outcome.areas)}", show_table)
+
+        _after_qgis_notice(push)
     elif task.canceled:
-        bar.pushMessage("Landcover", "segmentation cancelled; no output was kept", level=Qgis.Info, duration=5)
+        layer = task.plan.layer_name if getattr(task, "plan", None) is not None else "the layer"
+        _after_qgis_notice(lambda: push_message(bar, "Landcover", f"segmenting {layer} was cancelled; no output "
+                                                "was kept", Qgis.Info, 10))
     elif task.error is not None:
-        push_error(bar, task.error, open_dialog, iface.mainWindow(), setup_runtime)
+        _after_qgis_notice(lambda: push_error(bar, task.error, open_dialog, iface.mainWindow(), setup_runtime))
 
 
 @dataclass(frozen=True)
@@ -125,12 +257,14 @@ class LandcoverDialog(QDialog):
         self.confidence_check.toggled.connect(self._update_enabled)
         self.polygons_check.toggled.connect(self._update_enabled)
         self.layer_combo.layerChanged.connect(self._update_layer_info)
+        self.resample_check.toggled.connect(self._update_layer_info)
         self._update_enabled()
 
-        self.buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.Close | QDialogButtonBox.Help)
         self.run_button = self.buttons.addButton("Run", QDialogButtonBox.AcceptRole)
         self.buttons.accepted.connect(self.run)
         self.buttons.rejected.connect(self.reject)
+        self.buttons.helpRequested.connect(self.show_help)
         layout.addWidget(self.buttons)
 
     def _build_input(self, box: QGroupBox, form: QFormLayout) -> None:
@@ -138,9 +272,7 @@ class LandcoverDialog(QDialog):
         self.layer_combo = QgsMapLayerComboBox()
         self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.layer_combo.setAllowEmptyLayer(True)
-        active = self.iface.activeLayer()
-        if isinstance(active, QgsRasterLayer):
-            self.layer_combo.setLayer(active)
+        self.select_active_layer()
         form.addRow("Raster layer", self.layer_combo)
         self.bands_edit = QLineEdit()
         self.bands_edit.setPlaceholderText("default: the first bands (alpha skipped), e.g. 1,2,3")
@@ -156,8 +288,13 @@ class LandcoverDialog(QDialog):
         self.model_combo.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
         self.browse_button = QPushButton("Browse…")
         self.browse_button.clicked.connect(self._browse_model)
+        self.models_button = QPushButton("Models…")
+        self.models_button.setObjectName("landcoverModelsButton")
+        self.models_button.setToolTip("Add a Deepness ONNX model or a bundle (file or URL), or remove one")
+        self.models_button.clicked.connect(self.open_models)
         row.addWidget(self.model_combo)
         row.addWidget(self.browse_button)
+        row.addWidget(self.models_button)
         form.addRow("Model", row)
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)
@@ -235,8 +372,16 @@ class LandcoverDialog(QDialog):
         self.confidence_widget.setEnabled(self.confidence_check.isChecked())
         self.polygons_widget.setEnabled(self.polygons_check.isChecked())
 
+    def select_active_layer(self) -> bool:
+        """Select the map's active layer if it is a raster; whether it was."""
+        active = self.iface.activeLayer()
+        if isinstance(active, QgsRasterLayer):
+            self.layer_combo.setLayer(active)
+            return True
+        return False
+
     def _update_layer_info(self) -> None:
-        """Show the layer's bands and pixel size next to what the model expects."""
+        """Show the layer's bands and pixel size next to what the model expects, and what Run will do about it."""
         layer = self.layer_combo.currentLayer()
         model = self.current_model()
         if layer is None:
@@ -246,8 +391,33 @@ class LandcoverDialog(QDialog):
         text = f"{layer.bandCount()} band(s), " + (
             f"{export.describe_pixel_size(size)}/pixel" if size else export.describe_pixel_size(size))
         if model is not None and gsd_is_far(size, model.gsd_m):
-            text += f" — the model expects {model.gsd_m:g} m: tick Resample for better results"
+            text += " — " + self.resample_hint(layer, model)
         self.layer_label.setText(text)
+
+    def resample_hint(self, layer: QgsRasterLayer, model: ModelInfo) -> str:
+        """What happens about a pixel size far from the model's, given whether Resample is ticked."""
+        try:
+            estimate = resample_estimate(layer, model)
+        except LandcoverError:
+            estimate = None
+        if estimate is None:
+            return f"the model expects {model.gsd_m:g} m"
+        growth = (f"{estimate.factor:,.0f}x the pixels" if estimate.factor >= 1
+                  else f"1/{1 / estimate.factor:,.0f} of the pixels")
+        upsample = estimate.from_m / estimate.to_m
+        if self.resample_check.isChecked():
+            text = f"Run resamples it to the model's {model.gsd_m:g} m first ({growth} for the whole layer)"
+            if estimate.factor > RESAMPLE_ASK_FACTOR:
+                text += "; you will see the size and time before it starts"
+            return text
+        if upsample > 4:
+            return (f"far coarser than the model's {model.gsd_m:g} m: results will be poor; resampling would make "
+                    f"{growth} (slow) and adds no detail — imagery near {model.gsd_m:g} m works better")
+        if upsample > 1:
+            return (f"the model expects {model.gsd_m:g} m: tick Resample to run at its resolution ({growth}), or Run "
+                    "asks")
+        return (f"the model expects {model.gsd_m:g} m: tick Resample to run at its resolution ({growth}, faster and "
+                "closer to what the model learned), or Run asks")
 
     @staticmethod
     def _folder_widget(placeholder: str) -> QgsFileWidget:
@@ -271,6 +441,14 @@ class LandcoverDialog(QDialog):
         return widget
 
     # ------------------------------------------------------------- models
+    def open_models(self):
+        """The model manager; what it adds is selected here when it closes the add."""
+        from .model_manager import ModelManagerDialog
+
+        self.model_manager = ModelManagerDialog(self, on_changed=self.refresh_models)
+        self.model_manager.show()
+        return self.model_manager
+
     def refresh_models(self, select: str | None = None) -> None:
         """Fill the model list: bundled and user bundles (broken ones disabled, with their error), remembered
         files, and the untrained check model."""
@@ -347,7 +525,8 @@ class LandcoverDialog(QDialog):
     def _model_changed(self) -> None:
         info = self.current_model()
         if info is None:
-            self.model_label.setText("No model: train one with 'make train' or Browse… for a bundle .json")
+            self.model_label.setText("No model: add one with Models… (a Deepness ONNX or a bundle), or Browse… for a "
+                                     "bundle .json")
             return
         self.model_label.setText(info.describe())
         self._update_layer_info()
@@ -380,7 +559,7 @@ class LandcoverDialog(QDialog):
             raise InputError("no raster layer chosen; add an orthophoto to the map and select it as input")
         model = self.current_model()
         if model is None:
-            raise ModelError("no model chosen; Browse… for a bundle .json or train one with 'make train'")
+            raise ModelError("no model chosen; add one with Models… or Browse… for a bundle .json")
         out = self.output_widget.filePath().strip()
         if out and not out.lower().endswith((".tif", ".tiff")):
             out += ".tif"
@@ -428,22 +607,54 @@ class LandcoverDialog(QDialog):
             push_setup_offer(self.bar, short, self.setup_runtime, exc, self)
             return False
 
+    def ask(self, message: str) -> bool:
+        """A Yes/No question (the size and time of a large resample); tests replace this."""
+        answer = QMessageBox.question(self, "Landcover", message, QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes
+
+    def show_help(self) -> QUrl:
+        """Open the plugin's guide (see :func:`help_target`); returns what was opened."""
+        url = help_target()
+        QDesktopServices.openUrl(url)
+        return url
+
+    def clear_errors(self) -> None:
+        """Forget the errors shown in the dialog (they belong to an earlier attempt)."""
+        self.last_error = None
+        self.bar.clearWidgets()
+
     def showEvent(self, event) -> None:  # noqa: N802 - Qt API name
         super().showEvent(event)
+        if event.spontaneous():
+            return  # un-minimised by the window system, not opened again
+        # Each open starts from the map: the active raster layer, and no errors from an earlier attempt.
+        self.select_active_layer()
+        self.clear_errors()
         self.check_worker()
 
     def run(self) -> SegmentTask | None:
         """Validate the choices and start the background task; None if it did not start."""
-        self.last_error = None
+        self.clear_errors()
         try:
             request = self.request()
+            asked_size = False
             for warning in job.validate(request):
-                answer = self.confirm(f"{warning}.\n\nResample the layer to the model's resolution first?")
+                question = f"{warning}.\n\nResample the layer to the model's resolution first?"
+                estimate = resample_estimate(request.layer, request.model, request.area, request.overlap)
+                if estimate is not None and estimate.factor > RESAMPLE_ASK_FACTOR:
+                    question += f"\n\n{estimate.describe()}"
+                answer = self.confirm(question)
                 if answer is None:
                     return None
                 if answer:
                     request.resample = True
                     self.resample_check.setChecked(True)
+                    asked_size = True  # the question showed the size and time
+            if request.resample and not asked_size:
+                estimate = resample_estimate(request.layer, request.model, request.area, request.overlap)
+                if (estimate is not None and estimate.factor > RESAMPLE_ASK_FACTOR
+                        and not self.ask(f"{estimate.describe()}\n\nContinue?")):
+                    return None
             self._save_settings()  # the job reads the runtime and models folders from the settings
             plan = job.prepare(request)
         except LandcoverError as exc:
@@ -457,10 +668,13 @@ class LandcoverDialog(QDialog):
                 self.tasks.remove(task)
 
         task = SegmentTask(plan, done)
+        task.input_layer_id = request.layer.id()
         self.tasks.append(task)  # a QgsTask without a Python reference is garbage-collected mid-run
+        bar = self.iface.messageBar()
+        clear_messages(bar)  # a new run: the previous run's results, warnings and errors are history
         QgsApplication.taskManager().addTask(task)
-        self.iface.messageBar().pushMessage("Landcover", f"segmenting {plan.layer_name} in the background (see the "
-                                            "task bar; cancel there)", level=Qgis.Info, duration=5)
+        push_message(bar, "Landcover", f"segmenting {plan.layer_name} in the background (see the task bar; cancel "
+                     "there)", Qgis.Info, 5)
         self.hide()  # the task runs on; QGIS stays usable
         return task
 

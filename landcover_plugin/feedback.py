@@ -18,6 +18,35 @@ from qgis.PyQt.QtWidgets import QMessageBox, QPushButton
 from .errors import LandcoverError
 
 LOG_TAG = "Landcover"
+#: Dynamic property set on every message-bar item the plugin pushes, so a new run can take back the previous
+#: run's messages (and only Landcover's: other plugins' messages are left alone).
+MESSAGE_PROPERTY = "landcoverMessage"
+
+
+def tag(item):
+    """Mark a message-bar item as Landcover's (see :func:`clear_messages`); returns it."""
+    item.setProperty(MESSAGE_PROPERTY, True)
+    return item
+
+
+def push_message(bar, title: str, text: str, level: int = Qgis.Info, duration: int = 5):
+    """``bar.pushMessage`` for Landcover: the item is tagged so :func:`clear_messages` can remove it."""
+    item = tag(bar.createMessage(title, text))
+    bar.pushWidget(item, level, duration)
+    return item
+
+
+def landcover_messages(bar) -> list:
+    """The Landcover items in ``bar`` (newest last)."""
+    return [item for item in bar.items() if item.property(MESSAGE_PROPERTY)]
+
+
+def clear_messages(bar) -> int:
+    """Remove every Landcover message from ``bar`` (errors, warnings, results of earlier runs); how many."""
+    items = landcover_messages(bar)
+    for item in items:
+        bar.popWidget(item)
+    return len(items)
 
 
 @dataclass(frozen=True)
@@ -65,7 +94,7 @@ def push_error(bar, error: LandcoverError, open_dialog: Callable[[str], None] | 
     """
     action = action_for(error)
     QgsMessageLog.logMessage(f"{error} [{error.kind}]\n{error.details}".strip(), LOG_TAG, action.level)
-    item = bar.createMessage(action.title, str(error))
+    item = tag(bar.createMessage(action.title, str(error)))
     if error.kind == "dependency" and setup_runtime is not None:
         _add_setup_button(item, setup_runtime)
     if action.button and open_dialog is not None:
@@ -101,8 +130,22 @@ def push_setup_offer(bar, message: str, setup_runtime: Callable[[], object], err
 
     ``message`` is a few words; ``error`` (why no worker is usable, and the other ways out) goes to Details.
     """
-    item = bar.createMessage("Landcover", message)
+    item = tag(bar.createMessage("Landcover", message))
     _add_setup_button(item, setup_runtime)
     if error is not None:
         _add_details_button(item, parent, error)
     bar.pushWidget(item, Qgis.Warning, 0)
+
+
+def push_result(bar, title: str, text: str, show_table: Callable[[], object] | None = None):
+    """A finished run's summary: stays until dismissed (or until the next run clears it), with an
+    **Area table…** button that opens the class areas as a table."""
+    item = tag(bar.createMessage(title, text))
+    if show_table is not None:
+        button = QPushButton("Area table…", item)
+        button.setObjectName("landcoverAreaTable")
+        button.setToolTip("The area of each class in ha, m² and % of the classified pixels")
+        button.clicked.connect(lambda: show_table())
+        item.layout().addWidget(button)
+    bar.pushWidget(item, Qgis.Success, 0)
+    return item

@@ -10,6 +10,7 @@ from qgis.PyQt.QtWidgets import QAction
 
 ICON = Path(__file__).resolve().parent / "icon.png"
 MENU = "&Landcover"
+TOOLBAR = "landcoverToolbar"  # objectName: QGIS remembers the toolbar's visibility and place under it
 
 
 class LandcoverPlugin:
@@ -18,9 +19,11 @@ class LandcoverPlugin:
     def __init__(self, iface) -> None:
         self.iface = iface
         self.action: QAction | None = None
-        self.runtime_actions: list[QAction] = []
+        self.toolbar = None
+        self.menu_actions: list[QAction] = []
         self.provider = None
         self.dialog = None
+        self._models = None
         self._runtime = None
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS API name
@@ -32,14 +35,27 @@ class LandcoverPlugin:
             QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:  # noqa: N802 - QGIS API name
-        """Add the menu entry and toolbar button."""
+        """Add the menu entries and the plugin's own toolbar.
+
+        The button lives in a *Landcover* toolbar of its own, not the Raster toolbar: that one is hidden in a
+        fresh QGIS profile, a new plugin toolbar is shown.
+        """
         self.initProcessing()
         self.action = QAction(QIcon(str(ICON)), "Land cover map…", self.iface.mainWindow())
         self.action.setObjectName("landcoverRun")
         self.action.setToolTip("Landcover: segment an orthophoto into background, building, woodland, water, road")
         self.action.triggered.connect(self.run)
         self.iface.addPluginToRasterMenu(MENU, self.action)
-        self.iface.addRasterToolBarIcon(self.action)
+        self.toolbar = self.iface.addToolBar("Landcover")
+        self.toolbar.setObjectName(TOOLBAR)
+        self.toolbar.setToolTip("Landcover")
+        self.toolbar.addAction(self.action)
+        models = QAction("Models…", self.iface.mainWindow())
+        models.setObjectName("landcoverModels")
+        models.setToolTip("Landcover: installed models; add a Deepness ONNX model or a bundle, remove one")
+        models.triggered.connect(self.open_models)
+        self.iface.addPluginToRasterMenu(MENU, models)
+        self.menu_actions.append(models)
         for name, label, tensorflow, reinstall in (
             ("landcoverSetupRuntime", "Set up runtime…", False, False),
             ("landcoverRepairRuntime", "Repair / reinstall runtime…", False, True),
@@ -49,7 +65,7 @@ class LandcoverPlugin:
             action.setObjectName(name)
             action.triggered.connect(lambda _=False, t=tensorflow, r=reinstall: self.setup_runtime(t, r))
             self.iface.addPluginToRasterMenu(MENU, action)
-            self.runtime_actions.append(action)
+            self.menu_actions.append(action)
 
     @property
     def runtime(self):
@@ -66,6 +82,19 @@ class LandcoverPlugin:
             tensorflow = tensorflow or self.runtime.status().has_tensorflow
         return self.runtime.start(tensorflow, reinstall)
 
+    def open_models(self):
+        """Open the model manager (the dialog's model list follows what it adds or removes)."""
+        from .model_manager import ModelManagerDialog
+
+        def changed() -> None:
+            if self.dialog is not None:
+                self.dialog.refresh_models()
+
+        manager = ModelManagerDialog(self.iface.mainWindow(), on_changed=changed)
+        manager.show()
+        self._models = manager  # keep a Python reference while it is open
+        return manager
+
     def open_at(self, field: str) -> None:
         """Open the dialog at ``field`` (what an error's fix button does)."""
         self.run()
@@ -75,13 +104,18 @@ class LandcoverPlugin:
         """Remove everything initGui added."""
         if self.action is not None:
             self.iface.removePluginRasterMenu(MENU, self.action)
-            self.iface.removeRasterToolBarIcon(self.action)
             self.action.deleteLater()
             self.action = None
-        for action in self.runtime_actions:
+        if self.toolbar is not None:
+            main = self.iface.mainWindow()
+            if hasattr(main, "removeToolBar"):
+                main.removeToolBar(self.toolbar)
+            self.toolbar.deleteLater()
+            self.toolbar = None
+        for action in self.menu_actions:
             self.iface.removePluginRasterMenu(MENU, action)
             action.deleteLater()
-        self.runtime_actions = []
+        self.menu_actions = []
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

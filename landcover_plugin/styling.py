@@ -47,9 +47,24 @@ def style_polygon_layer(layer: QgsVectorLayer, classes: Sequence[ClassInfo], fie
     layer.triggerRepaint()
 
 
+def result_layer_name(input_name: str, model_name: str, kind: str = "land cover") -> str:
+    """``sjer_rgb — land cover (landcover-unet-resnet18-synthetic)``: what was segmented, what it is, with what.
+
+    ``kind`` is ``land cover`` (the class raster), ``confidence`` or ``polygons``. Every result layer (dialog and
+    Processing) is named this way so runs on different inputs, or with different models, can be told apart.
+    """
+    return f"{input_name} — {kind} ({model_name})" if input_name else f"{kind} ({model_name})"
+
+
 def format_area(m2: float) -> str:
     """Human-readable area (m² or ha)."""
     return f"{m2 / 10_000:,.2f} ha" if m2 >= 100_000 else f"{m2:,.0f} m²"
+
+
+def format_ha(m2: float) -> str:
+    """An area in hectares with two decimals (four below 0.01 ha, so small areas do not read as zero)."""
+    ha = m2 / 10_000
+    return f"{ha:,.4f} ha" if 0 < ha < 0.01 else f"{ha:,.2f} ha"
 
 
 def areas_summary(areas: dict[str, Any]) -> str:
@@ -62,6 +77,17 @@ def areas_summary(areas: dict[str, Any]) -> str:
 
 
 def areas_oneline(areas: dict[str, Any]) -> str:
-    """Compact summary for the message bar, largest classes first."""
+    """Compact summary for the message bar, largest classes first: ``woodland 1.20 ha (45.1 %), …``.
+
+    Classes with no pixel are left out; without a CRS (no area in m²) only the percentages are given.
+    """
     classes = sorted(areas.get("classes", []), key=lambda c: -float(c.get("percent") or 0))
-    return ", ".join(f"{c.get('name')} {float(c.get('percent') or 0):.1f} %" for c in classes)
+    parts = []
+    for c in classes:
+        if not c.get("pixels") and not c.get("percent"):
+            continue
+        percent = f"{float(c.get('percent') or 0):.1f} %"
+        area = c.get("area_m2")
+        parts.append(f"{c.get('name')} {format_ha(float(area))} ({percent})" if area is not None
+                     else f"{c.get('name')} {percent}")
+    return ", ".join(parts) or "no classified pixels"

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOP = "landcover_plugin"
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".ruff_cache"}
 SKIP_SUFFIXES = {".pyc", ".pyo", ".part"}
-EXTRAS = ("LICENSE", "README.md")
+EXTRAS = ("LICENSE", "README.md", "docs/plugin.md", "docs/models.md")  # the docs: what the Help button opens
 
 
 def _files(root: Path) -> list[Path]:

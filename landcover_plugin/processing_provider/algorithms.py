@@ -7,6 +7,7 @@ through ``feedback`` and honour ``feedback.isCanceled()``. Heavy modules load on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from qgis.core import (
@@ -19,11 +20,14 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputFile,
     QgsProcessingOutputFolder,
+    QgsProcessingOutputLayerDefinition,
     QgsProcessingOutputString,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -36,40 +40,95 @@ from qgis.core import (
 
 from ..errors import CancelledError, LandcoverError
 
+UNTRAINED_SPEC = "untrained:Unet:resnet18"
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """Where a loaded segment output goes: the Landcover group, at the top, above the input (see results.py)."""
+
+    run: str
+    rank: int
+    input_layer_id: str | None = None
+    visible: bool = True
+
 
 class _StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
-    """Applies the class palette (raster) or categories (polygons) when Processing loads an output."""
+    """Applies the class palette (raster) or categories (polygons) when Processing loads an output, names it,
+    and (segment outputs) moves it to the top of the Landcover group like the dialog's results."""
 
     _alive: list[_StyleOnLoad] = []  # Processing keeps only a raw pointer; Python must hold the object
 
-    def __init__(self, classes, name: str | None = None) -> None:
+    def __init__(self, classes, name: str | None = None, placement: _Placement | None = None) -> None:
         super().__init__()
         self.classes = classes
         self.name = name
+        self.placement = placement
 
     @classmethod
-    def create(cls, classes, name: str | None = None) -> _StyleOnLoad:
-        processor = cls(classes, name)
+    def create(cls, classes, name: str | None = None, placement: _Placement | None = None) -> _StyleOnLoad:
+        processor = cls(classes, name, placement)
         cls._alive.append(processor)
         return processor
 
     def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 - QGIS API name
         from ..styling import style_class_layer, style_polygon_layer
 
-        if isinstance(layer, QgsRasterLayer):
+        if self.classes is None:
+            pass  # the confidence raster: QGIS's default grey ramp
+        elif isinstance(layer, QgsRasterLayer):
             style_class_layer(layer, self.classes)
         elif isinstance(layer, QgsVectorLayer):
             style_polygon_layer(layer, self.classes)
         if self.name:
             layer.setName(self.name)
+        project = context.project() or layer.project()
+        if self.placement is not None and project is not None and project.mapLayer(layer.id()) is not None:
+            from ..results import place_result_layer
+
+            p = self.placement
+            place_result_layer(project, layer, p.run, p.rank, p.input_layer_id, p.visible)
 
 
-def _style_output(context: QgsProcessingContext, layer_id: str, classes, name: str | None = None) -> None:
+def _style_output(context: QgsProcessingContext, layer_id: str, classes, name: str | None = None,
+                  placement: _Placement | None = None) -> None:
+    """Style (and name, and place) an output when Processing loads it on completion."""
     if layer_id and context.willLoadLayerOnCompletion(layer_id):
         details = context.layerToLoadOnCompletionDetails(layer_id)
         if name:
             details.name = name
-        details.setPostProcessor(_StyleOnLoad.create(classes, name))
+            details.forceName = True  # not the file name, even with Processing's "use file name" option
+        details.setPostProcessor(_StyleOnLoad.create(classes, name, placement))
+
+
+def _drop_empty_loads(context: QgsProcessingContext) -> None:
+    """Forget load-on-completion entries without a file: batch mode asks to load every layer output, including
+    optional ones left empty, and Processing then logs "The following layers were not correctly generated"."""
+    loads = context.layersToLoadOnCompletion()
+    if any(not key for key in loads):
+        context.setLayersToLoadOnCompletion({key: details for key, details in loads.items() if key})
+
+
+def _is_empty_output(value: Any) -> bool:
+    """Whether an output parameter's value asks for no output (None, "", or a batch row's empty definition)."""
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        value = value.sink.staticValue()
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _installed_models() -> tuple[list[str], str | None]:
+    """The MODEL enum: names of the usable installed models (bundled, user folder) plus the untrained check
+    model, and the default model's name (None when no default model is installed)."""
+    from ..contract import DEFAULT_MODEL, list_models
+    from ..settings import Settings
+
+    listed = [m for m in list_models(Settings.load().model_dirs()) if m.info is not None]
+    names: list[str] = []
+    for m in listed:
+        if m.info.name not in names:
+            names.append(m.info.name)
+    default = next((m.info.name for m in listed if m.matches(DEFAULT_MODEL)), None)
+    return names + [UNTRAINED_SPEC], default
 
 
 class _LandcoverAlgorithm(QgsProcessingAlgorithm):
@@ -88,8 +147,8 @@ class _LandcoverAlgorithm(QgsProcessingAlgorithm):
 class SegmentAlgorithm(_LandcoverAlgorithm):
     """Segment an orthophoto with a Landcover model in a separate worker process."""
 
-    INPUT, MODEL, AREA, OVERLAP, BATCH_SIZE, BANDS, RESAMPLE = (
-        "INPUT", "MODEL", "AREA", "OVERLAP", "BATCH_SIZE", "BANDS", "RESAMPLE")
+    INPUT, MODEL, MODEL_FILE, AREA, OVERLAP, BATCH_SIZE, BANDS, RESAMPLE = (
+        "INPUT", "MODEL", "MODEL_FILE", "AREA", "OVERLAP", "BATCH_SIZE", "BANDS", "RESAMPLE")
     OUTPUT, CONFIDENCE, POLYGONS, AREAS = "OUTPUT", "CONFIDENCE", "POLYGONS", "AREAS"
 
     def name(self) -> str:
@@ -103,17 +162,26 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
             "Classifies an orthophoto into land-cover classes (LandCover.ai: background, building, woodland, water, "
             "road) with a Landcover model bundle. The model runs in a separate Python worker: the Worker Python "
             "saved in the Landcover dialog, else LANDCOVER_PYTHON, else the plugin's managed runtime (run "
-            "landcover:setup_runtime once), else the source tree's .venv. MODEL is a bundle "
-            ".json path, a model name from the model folders, 'default', or "
-            "untrained:Unet:resnet18 (random weights, installation check). Layers that are not plain files "
+            "landcover:setup_runtime once), else the source tree's .venv. MODEL lists the installed models "
+            "(bundled and the models folder; default: the default model) and untrained:Unet:resnet18 (random "
+            "weights, installation check only). From the command line MODEL also takes any model name or key, "
+            "'default', or a bundle .json path. MODEL_FILE, when set, is a bundle .json to use instead of MODEL. "
+            "Layers that are not plain files "
             "(WMS, VRT, in-memory) are exported first; RESAMPLE exports at the model's resolution when the pixel size "
             "differs. Writes a paletted class GeoTIFF (nodata 255) with class areas (.areas.json/.areas.csv) beside it."
         )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Orthophoto"))
-        self.addParameter(QgsProcessingParameterString(
-            self.MODEL, "Model (bundle .json, name, or untrained:ARCH:BACKBONE)", defaultValue="default"))
+        # An enum of names (static strings: the value is the name, so qgis_process users keep passing names),
+        # listed when the algorithm is created (each dialog opening sees newly installed models).
+        self._models, default = _installed_models()
+        self.addParameter(QgsProcessingParameterEnum(
+            self.MODEL, "Model", options=self._models,
+            defaultValue=default if default is not None else "default", usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.MODEL_FILE, "Model bundle file (.json; overrides Model)", QgsProcessingParameterFile.File,
+            fileFilter="Landcover model bundle (*.json);;All files (*)", optional=True))
         self.addParameter(QgsProcessingParameterExtent(self.AREA, "Area (default: whole layer)", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.OVERLAP, "Tile overlap in pixels (default: the model's)", QgsProcessingParameterNumber.Integer,
@@ -133,6 +201,42 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
             createByDefault=False))
         self.addOutput(QgsProcessingOutputFile(self.AREAS, "Class areas (JSON)"))
 
+    def model_spec(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
+        """What to resolve: MODEL_FILE when set, else MODEL (a listed name, or any name/key/path/'default')."""
+        path = self.parameterAsFile(parameters, self.MODEL_FILE, context) if parameters.get(self.MODEL_FILE) else ""
+        if path:
+            return path
+        listed = self._listed(parameters.get(self.MODEL))
+        return listed if listed is not None else self.parameterAsString(parameters, self.MODEL, context)
+
+    def _listed(self, value: Any) -> str | None:
+        """The listed model an option number names (``qgis_process help`` offers numbers for enums), else None."""
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int) and 0 <= value < len(self._models):
+            return self._models[value]
+        return None
+
+    def checkParameterValues(self, parameters: dict[str, Any], context: QgsProcessingContext):  # noqa: N802
+        """Accept any model name, key, 'default' or bundle path in MODEL (as before it was a list), checked by
+        resolving it, so ``qgis_process … MODEL=default`` and scripts passing a path keep working."""
+        from ..contract import resolve_model
+        from ..settings import Settings
+
+        value = parameters.get(self.MODEL)
+        if self._listed(value) is not None:
+            parameters = {**parameters, self.MODEL: self._listed(value)}
+        elif isinstance(value, str) and value.strip() and value not in self._models:
+            if not parameters.get(self.MODEL_FILE):
+                try:
+                    resolve_model(value, Settings.load().model_dirs())
+                except LandcoverError as exc:
+                    return False, f"MODEL: {exc}"
+            parameters = {**parameters, self.MODEL: None}  # the enum's own check would refuse an unlisted name
+        return super().checkParameterValues(parameters, context)
+
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
         from .. import export, job
@@ -143,7 +247,7 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
         if layer is None:
             raise QgsProcessingException("INPUT is not a raster layer; pass an orthophoto path or layer")
         try:
-            model = resolve_model(self.parameterAsString(parameters, self.MODEL, context), Settings.load().model_dirs())
+            model = resolve_model(self.model_spec(parameters, context), Settings.load().model_dirs())
             area = export.Area()
             if parameters.get(self.AREA) not in (None, ""):
                 rect = self.parameterAsExtent(parameters, self.AREA, context, layer.crs())
@@ -152,8 +256,14 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
             overlap = parameters.get(self.OVERLAP)
             batch = parameters.get(self.BATCH_SIZE)
             output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-            confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
-            polygons = self.parameterAsOutputLayer(parameters, self.POLYGONS, context) or None
+            # Optional outputs left empty are not asked for: parameterAsOutputLayer would register an empty
+            # layer to load (batch rows pass empty definitions), which Processing reports as not generated.
+            confidence = polygons = None
+            if not _is_empty_output(parameters.get(self.CONFIDENCE)):
+                confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
+            if not _is_empty_output(parameters.get(self.POLYGONS)):
+                polygons = self.parameterAsOutputLayer(parameters, self.POLYGONS, context) or None
+            _drop_empty_loads(context)
             request = job.SegmentRequest(
                 layer=layer, model=model, area=area,
                 overlap=None if overlap in (None, "") else self.parameterAsInt(parameters, self.OVERLAP, context),
@@ -184,9 +294,24 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
         from ..styling import areas_summary
 
         feedback.pushInfo(areas_summary(outcome.areas))
-        _style_output(context, str(outcome.output), model.classes, model.name)
+        from ..results import RANK_CLASSES, RANK_CONFIDENCE, RANK_POLYGONS, new_run_id
+        from ..styling import result_layer_name
+
+        run = new_run_id()
+        project = context.project()
+        input_id = layer.id() if project is not None and project.mapLayer(layer.id()) is not None else None
+        _style_output(context, str(outcome.output), model.classes, result_layer_name(layer.name(), model.name),
+                      _Placement(run, RANK_CLASSES, input_id))
         if outcome.polygons:
-            _style_output(context, str(outcome.polygons), model.classes, f"{model.name} polygons")
+            _style_output(context, str(outcome.polygons), model.classes,
+                          result_layer_name(layer.name(), model.name, "polygons"),
+                          _Placement(run, RANK_POLYGONS, input_id))
+        if outcome.confidence and context.willLoadLayerOnCompletion(str(outcome.confidence)):
+            details = context.layerToLoadOnCompletionDetails(str(outcome.confidence))
+            details.name = result_layer_name(layer.name(), model.name, "confidence")
+            details.forceName = True
+            details.setPostProcessor(_StyleOnLoad.create(None, details.name, _Placement(
+                run, RANK_CONFIDENCE, input_id, visible=False)))
         results: dict[str, Any] = {self.OUTPUT: str(outcome.output), self.AREAS: str(outcome.files.areas_json)}
         if outcome.confidence:
             results[self.CONFIDENCE] = str(outcome.confidence)

@@ -20,6 +20,7 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
+    QgsTask,
     QgsVectorLayer,
 )
 from qgis.PyQt.QtWidgets import QPushButton
@@ -208,9 +209,11 @@ def test_whole_layer_with_all_outputs(qgis_iface, project, crops, tmp_path: Path
     run_dialog(dlg)
 
     layers = {lyr.name(): lyr for lyr in result_layers(project)}
-    assert set(layers) == {"untrained-unet-resnet18", "untrained-unet-resnet18 polygons",
-                           "untrained-unet-resnet18 confidence"}
-    classes = layers["untrained-unet-resnet18"]
+    # named after the input and the model; in the group: polygons, classes, then the (hidden) confidence
+    assert list(layers) == ["river_rgb — polygons (untrained-unet-resnet18)",
+                            "river_rgb — land cover (untrained-unet-resnet18)",
+                            "river_rgb — confidence (untrained-unet-resnet18)"]
+    classes = layers["river_rgb — land cover (untrained-unet-resnet18)"]
     assert classes.source() == str(tmp_path / "classes.tif")
     assert classes.crs() == layer.crs()
     assert classes.extent().toString(3) == layer.extent().toString(3)
@@ -220,12 +223,12 @@ def test_whole_layer_with_all_outputs(qgis_iface, project, crops, tmp_path: Path
     assert [c["name"] for c in areas["classes"]] == [c.name for c in LANDCOVER_CLASSES]
     assert sum(c["percent"] for c in areas["classes"]) == pytest.approx(100, abs=0.01)
     assert (tmp_path / "classes.areas.csv").is_file()
-    polygons = layers["untrained-unet-resnet18 polygons"]
+    polygons = layers["river_rgb — polygons (untrained-unet-resnet18)"]
     assert [f.name() for f in polygons.fields()][-3:] == ["class_id", "class_name", "area_m2"]
     total = sum(f["area_m2"] for f in polygons.getFeatures())
     assert total == pytest.approx(sum(c["area_m2"] for c in areas["classes"]), rel=1e-3)
-    success = " ".join(qgis_iface.messageBar().get_messages(Qgis.Success))
-    assert "untrained-unet-resnet18" in success and "%" in success
+    success = " ".join(bar_texts(qgis_iface.messageBar(), Qgis.Success))
+    assert "river_rgb — land cover (untrained-unet-resnet18)" in success and " ha (" in success and "%" in success
 
 
 @pytest.mark.slow
@@ -320,11 +323,19 @@ def test_cancel_leaves_no_layer_and_no_file(qgis_iface, project, real_dir, tmp_p
         time.sleep(0.05)
     assert task.progress() >= 3, task.stage
     task.cancel()
+    ended: list[tuple[int, str]] = []
+    report = task.on_done
+    task.on_done = lambda t: (ended.append((t.status(), t.description())), report(t))  # QGIS deletes the task next
     wait_for_task(task, timeout=60)
     assert task.canceled and task.outcome is None
     assert result_layers(project) == []
     assert list(out_dir.iterdir()) == []
-    assert any("cancelled" in m for m in qgis_iface.messageBar().get_messages(Qgis.Info))
+    bar = qgis_iface.messageBar()
+    assert any("cancelled" in m for m in bar_texts(bar, Qgis.Info))
+    assert not [m for level in (Qgis.Warning, Qgis.Critical) for m in bar_texts(bar, level) if "Landcover" in m]
+    # What QGIS 3.22 announces itself: "Task complete" (not "Task failed") with a description saying cancelled.
+    assert ended == [(QgsTask.Complete, "Landcover: segmenting riverfront_rgb_jpeg_epsg3395 cancelled; nothing was "
+                                        "kept")]
 
 
 @pytest.fixture

@@ -59,8 +59,11 @@ def test_lists_models_and_only_user_models_can_be_removed(qgis_iface, models_dir
 
 @pytest.mark.slow
 def test_add_a_deepness_model_then_remove_it(qgis_iface, models_dir: Path) -> None:
-    changed = []
-    dlg = ModelManagerDialog(on_changed=lambda: changed.append(True))
+    from landcover_plugin.dialog import LandcoverDialog
+
+    main = LandcoverDialog(qgis_iface)
+    dlg = main.open_models()  # the dialog's Models… button
+    assert main.models_button.text() == "Models…"
     dlg.source_edit.setText(str(DEEPNESS / "dummy_model.onnx"))
     dlg.name_edit.setText("colours")
     dlg.classes_edit.setText("red, green, blue")
@@ -69,7 +72,9 @@ def test_add_a_deepness_model_then_remove_it(qgis_iface, models_dir: Path) -> No
     assert task is not None
     wait_for_task(task, timeout=300)
     assert task.added is not None, task.error
-    assert "colours" in task.added and changed
+    assert "colours" in task.added
+    labels = [main.model_combo.itemText(i) for i in range(main.model_combo.count())]
+    assert "colours (user)" in labels  # the run dialog lists it at once
     assert _rows(dlg)["colours"][1:4] == ["user", "red, green, blue", "0.5 m"]
     assert [m.info.name for m in list_models(Settings.load().model_dirs()) if m.origin == "user"] == ["colours"]
     _select(dlg, "colours")

@@ -18,18 +18,19 @@ def test_load_and_unload(qgis_iface, qgis_processing) -> None:
     try:
         assert isinstance(plugin.action, QAction) and plugin.action.text().startswith("Land cover")
         assert not plugin.action.icon().isNull()
+        assert plugin.toolbar.objectName() == "landcoverToolbar" and plugin.action in plugin.toolbar.actions()
         provider = QgsApplication.processingRegistry().providerById("landcover")
         assert provider is not None and provider.name() == "Landcover"
         assert {a.id() for a in provider.algorithms()} == {"landcover:segment", "landcover:vectorize",
                                                            "landcover:setup_runtime"}
-        assert [a.objectName() for a in plugin.runtime_actions] == [
+        assert [a.objectName() for a in plugin.menu_actions] == ["landcoverModels",
             "landcoverSetupRuntime", "landcoverRepairRuntime", "landcoverAddTensorflow"]
         plugin.run()  # opens the dialog
         assert plugin.dialog is not None and plugin.dialog.isVisible()
     finally:
         plugin.unload()
     assert QgsApplication.processingRegistry().providerById("landcover") is None
-    assert plugin.action is None and plugin.dialog is None and not plugin.runtime_actions
+    assert plugin.action is None and plugin.dialog is None and not plugin.menu_actions and plugin.toolbar is None
     assert "tensorflow" not in sys.modules and "backend" not in sys.modules
 
 

@@ -146,7 +146,9 @@ def test_segment_result_is_styled_and_named_when_loaded(provider, crops, qgis_if
         loaded = next(lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.source() == result["OUTPUT"])
     from qgis.core import QgsPalettedRasterRenderer
 
-    assert loaded.name() == "untrained-unet-resnet18"
+    assert loaded.name() == "river_rgb — land cover (untrained-unet-resnet18)"  # the input's and the model's name
+    group = QgsProject.instance().layerTreeRoot().findGroup("Landcover")
+    assert group is not None and group.findLayer(loaded.id()) is not None
     assert isinstance(loaded.renderer(), QgsPalettedRasterRenderer)
     assert [c.label for c in loaded.renderer().classes()] == ["background", "building", "woodland", "water", "road"]
 

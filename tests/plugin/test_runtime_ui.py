@@ -84,7 +84,7 @@ def test_cancel_from_the_task_bar_changes_nothing(qgis_iface, fresh_install: Pat
     plugin.initGui()
     try:
         plugin.runtime.confirm = lambda request, status: True
-        menu = {a.objectName(): a for a in plugin.runtime_actions}
+        menu = {a.objectName(): a for a in plugin.menu_actions}
         menu["landcoverSetupRuntime"].trigger()
         task = plugin.runtime.task
         assert task is not None
