@@ -169,7 +169,7 @@ def test_two_outputs_choose_one_with_output(tmp_path):
 
 
 def test_missing_metadata_is_asked_for_by_option_name(tmp_path):
-    with pytest.raises(ModelError, match=r"no class_names; give them with --classes a,b,c \(in QGIS: the model manager.s Class names\)"):
+    with pytest.raises(ModelError, match=r"no class_names; give them with --classes a,b,c \(in QGIS: the model "):
         add(tmp_path, DATA / "dummy_model.onnx", gsd_m=0.5)
     with pytest.raises(ModelError, match="--gsd-m"):
         add(tmp_path, DATA / "dummy_model.onnx", classes=("r", "g", "b"))
