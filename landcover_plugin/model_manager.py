@@ -39,10 +39,12 @@ from . import runner
 from .contract import (
     BACKEND_PARENT,
     WORKER_MODULE,
-    InfoEvent,
+    InternalError,
+    LandcoverError,
     ListedModel,
     ProgressEvent,
     list_models,
+    load_model_info,
     read_bundle_json,
 )
 from .feedback import push_error
@@ -98,7 +100,7 @@ def describe_source(listed: ListedModel) -> str:
 
 class ModelAddTask(QgsTask):
     """Runs ``models add`` in the worker; ``on_done(task)`` on the main thread. Exactly one of
-    ``added`` (the backend's one-line summary of the new model), ``error`` or ``canceled`` is set when it ends."""
+    ``added`` (the new bundle's JSON path), ``error`` or ``canceled`` is set when it ends."""
 
     def __init__(self, request: AddRequest, python: str, env: dict[str, str],
                  on_done: Callable[[ModelAddTask], None] | None = None) -> None:
@@ -110,20 +112,18 @@ class ModelAddTask(QgsTask):
         self.stage = ""
 
     def run(self) -> bool:
-        summary: list[str] = []
-
         def on_event(event) -> None:
             if isinstance(event, ProgressEvent) and event.percent is not None:
                 self.setProgress(event.percent)
-            elif isinstance(event, InfoEvent):
-                summary.append(event.message)
             if getattr(event, "message", ""):
                 self.stage = event.message
 
         def work() -> str:
-            runner.run_worker(self.request.argv(self.python), self.env, cwd=str(BACKEND_PARENT), on_event=on_event,
-                              is_canceled=self.isCanceled)
-            return summary[-1] if summary else f"added {self.request.source}"
+            result = runner.run_worker(self.request.argv(self.python), self.env, cwd=str(BACKEND_PARENT),
+                                       on_event=on_event, is_canceled=self.isCanceled)
+            if result.done is None:
+                raise InternalError("the worker added no model and reported no error", "\n".join(result.log))
+            return result.done.output
 
         ended = run_guarded(work)
         self.added, self.error, self.canceled = ended.value, ended.error, ended.canceled
@@ -137,9 +137,10 @@ class ModelAddTask(QgsTask):
 
 
 class ModelManagerDialog(QDialog):
-    """Installed models, and the form to add one; ``on_changed()`` runs after a model was added or removed."""
+    """Installed models, and the form to add one; ``on_changed(spec)`` runs after a model was added (its spec)
+    or removed (None)."""
 
-    def __init__(self, parent=None, on_changed: Callable[[], None] | None = None) -> None:
+    def __init__(self, parent=None, on_changed: Callable[[str | None], None] | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Landcover models")
         self.setObjectName("landcoverModelManager")
@@ -176,6 +177,7 @@ class ModelManagerDialog(QDialog):
         box = QGroupBox("Add a model: a Landcover bundle (.json) or a Deepness segmentation model (.onnx), file or URL")
         form = QFormLayout(box)
         self.source_edit = QLineEdit()
+        self.source_edit.setObjectName("landcoverModelSource")
         self.source_edit.setPlaceholderText("/path/to/model.onnx, bundle .json, or https://…/model.onnx")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
@@ -184,12 +186,15 @@ class ModelManagerDialog(QDialog):
         row.addWidget(browse)
         form.addRow("File or URL", row)
         self.name_edit = QLineEdit()
+        self.name_edit.setObjectName("landcoverModelName")
         self.name_edit.setPlaceholderText("default: from the file name")
         form.addRow("Name", self.name_edit)
         self.classes_edit = QLineEdit()
+        self.classes_edit.setObjectName("landcoverModelClasses")
         self.classes_edit.setPlaceholderText("comma-separated, in output order; default: the model's class_names")
         form.addRow("Class names", self.classes_edit)
         self.gsd_spin = QDoubleSpinBox()
+        self.gsd_spin.setObjectName("landcoverModelPixelSize")
         self.gsd_spin.setRange(0.0, 1000.0)
         self.gsd_spin.setDecimals(3)
         self.gsd_spin.setSuffix(" m")
@@ -304,9 +309,16 @@ class ModelManagerDialog(QDialog):
         self.task = None
         self._busy(False)
         if task.added is not None:
-            self.bar.pushMessage("Landcover", task.added, level=Qgis.Success, duration=0)
+            try:
+                info = load_model_info(task.added)
+            except LandcoverError as exc:
+                self._show_error(exc)
+                return
+            gsd = f", {info.gsd_m:g} m/px" if info.gsd_m else ""
+            self.bar.pushMessage("Landcover", f"added {info.name!r}: {', '.join(c.name for c in info.classes)}{gsd}",
+                                 level=Qgis.Success, duration=0)
             self.source_edit.clear()
-            self._changed()
+            self._changed(info.spec)
         elif task.canceled:
             self.bar.pushMessage("Landcover", "adding the model was cancelled; nothing was added", level=Qgis.Info,
                                  duration=5)
@@ -326,15 +338,13 @@ class ModelManagerDialog(QDialog):
         self.progress.setVisible(busy)
 
     def _show_error(self, exc: Exception) -> None:
-        from .errors import InternalError, LandcoverError
-
         error = exc if isinstance(exc, LandcoverError) else InternalError(str(exc))
         self.last_error = error
         self.bar.clearWidgets()
         push_error(self.bar, error, None, self)
 
-    def _changed(self) -> None:
+    def _changed(self, select: str | None = None) -> None:
         self.refresh()
         if self.on_changed is not None:
-            self.on_changed()
+            self.on_changed(select)
 

@@ -86,9 +86,9 @@ class LandcoverPlugin:
         """Open the model manager (the dialog's model list follows what it adds or removes)."""
         from .model_manager import ModelManagerDialog
 
-        def changed() -> None:
+        def changed(select: str | None) -> None:
             if self.dialog is not None:
-                self.dialog.refresh_models()
+                self.dialog.refresh_models(select)
 
         manager = ModelManagerDialog(self.iface.mainWindow(), on_changed=changed)
         manager.show()

@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from qgis.core import Qgis
 
 from landcover_plugin.contract import list_models
 from landcover_plugin.model_manager import AddRequest, ModelManagerDialog
 from landcover_plugin.settings import Settings
-from tests.plugin.helpers import REPO, wait_for_task, write_bundle
+from tests.plugin.helpers import REPO, bar_texts, wait_for_task, write_bundle
 
 DEEPNESS = REPO / "tests" / "data" / "deepness"
 pytestmark = pytest.mark.usefixtures("clean_settings")
@@ -72,9 +73,9 @@ def test_add_a_deepness_model_then_remove_it(qgis_iface, models_dir: Path) -> No
     assert task is not None
     wait_for_task(task, timeout=300)
     assert task.added is not None, task.error
-    assert "colours" in task.added
-    labels = [main.model_combo.itemText(i) for i in range(main.model_combo.count())]
-    assert "colours (user)" in labels  # the run dialog lists it at once
+    assert Path(task.added).parent.parent == models_dir and Path(task.added).is_file()
+    assert main.current_model().name == "colours"  # the run dialog lists and selects it at once
+    assert any("added 'colours': red, green, blue, 0.5 m/px" in t for t in bar_texts(dlg.bar, Qgis.Success))
     assert _rows(dlg)["colours"][1:4] == ["user", "red, green, blue", "0.5 m"]
     assert [m.info.name for m in list_models(Settings.load().model_dirs()) if m.origin == "user"] == ["colours"]
     _select(dlg, "colours")
