@@ -81,6 +81,10 @@ class AreaTableDialog(QDialog):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeToContents)
         header.setStretchLastSection(True)
+        self.table.resizeRowsToContents()
+        # Tall enough for every row and the total, so nothing hides behind a scroll bar.
+        self.table.setMinimumHeight(header.height() + self.table.verticalHeader().length()
+                                    + 2 * self.table.frameWidth() + 4)
         layout.addWidget(self.table)
         if not has_m2:
             layout.addWidget(QLabel("The input has no CRS: areas are given as shares of the classified pixels only."))
@@ -95,7 +99,7 @@ class AreaTableDialog(QDialog):
         self.copy_button.clicked.connect(self.copy)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
-        self.resize(520, 90 + 30 * (len(rows) + 1))
+        self.resize(560, self.sizeHint().height())
 
     def text(self) -> str:
         """The table as tab-separated text, header first."""
