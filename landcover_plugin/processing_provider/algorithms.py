@@ -7,7 +7,9 @@ through ``feedback`` and honour ``feedback.isCanceled()``. Heavy modules load on
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from qgis.core import (
@@ -38,7 +40,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from ..errors import CancelledError, LandcoverError
+from ..errors import CancelledError, InternalError, LandcoverError
 
 UNTRAINED_SPEC = "untrained:Unet:resnet18"
 
@@ -165,7 +167,9 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
             "landcover:setup_runtime once), else the source tree's .venv. MODEL lists the installed models "
             "(bundled and the models folder; default: the default model) and untrained:Unet:resnet18 (random "
             "weights, installation check only). From the command line MODEL also takes any model name or key, "
-            "'default', or a bundle .json path. MODEL_FILE, when set, is a bundle .json to use instead of MODEL. "
+            "'default', or a bundle .json path. MODEL_FILE, when set, is a bundle .json or a Deepness-format .onnx "
+            "(its metadata must name the classes and resolution; otherwise add it with Models… first) to use "
+            "instead of MODEL. "
             "Layers that are not plain files "
             "(WMS, VRT, in-memory) are exported first; RESAMPLE exports at the model's resolution when the pixel size "
             "differs. Writes a paletted class GeoTIFF (nodata 255) with class areas (.areas.json/.areas.csv) beside it."
@@ -180,8 +184,9 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
             self.MODEL, "Model", options=self._models,
             defaultValue=default if default is not None else "default", usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterFile(
-            self.MODEL_FILE, "Model bundle file (.json; overrides Model)", QgsProcessingParameterFile.File,
-            fileFilter="Landcover model bundle (*.json);;All files (*)", optional=True))
+            self.MODEL_FILE, "Model file: bundle .json or Deepness .onnx (overrides Model)",
+            QgsProcessingParameterFile.File,
+            fileFilter="Landcover bundle or Deepness model (*.json *.onnx);;All files (*)", optional=True))
         self.addParameter(QgsProcessingParameterExtent(self.AREA, "Area (default: whole layer)", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.OVERLAP, "Tile overlap in pixels (default: the model's)", QgsProcessingParameterNumber.Integer,
@@ -239,15 +244,23 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None:
+            raise QgsProcessingException("INPUT is not a raster layer; pass an orthophoto path or layer")
+        with tempfile.TemporaryDirectory(prefix="landcover_model_") as scratch:
+            return self._process(layer, parameters, context, feedback, Path(scratch))
+
+    def _process(self, layer, parameters: dict[str, Any], context: QgsProcessingContext,
+                 feedback: QgsProcessingFeedback, scratch: Path) -> dict[str, Any]:
         from .. import export, job
         from ..contract import resolve_model
         from ..settings import Settings
 
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None:
-            raise QgsProcessingException("INPUT is not a raster layer; pass an orthophoto path or layer")
         try:
-            model = resolve_model(self.model_spec(parameters, context), Settings.load().model_dirs())
+            spec = self.model_spec(parameters, context)
+            if spec.lower().endswith(".onnx"):
+                spec = _import_onnx(spec, scratch, feedback)
+            model = resolve_model(spec, Settings.load().model_dirs())
             area = export.Area()
             if parameters.get(self.AREA) not in (None, ""):
                 rect = self.parameterAsExtent(parameters, self.AREA, context, layer.crs())
@@ -318,6 +331,27 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
         if outcome.polygons:
             results[self.POLYGONS] = str(outcome.polygons)
         return results
+
+
+def _import_onnx(path: str, scratch: Path, feedback: QgsProcessingFeedback) -> str:
+    """A Deepness ONNX given as MODEL_FILE, imported by the worker into ``scratch`` for this run only.
+
+    Reading an ONNX file needs onnxruntime, which only the worker has; the user's models folder is left alone
+    (the model manager is the way to keep a model).
+    """
+    from .. import runner
+    from ..contract import BACKEND_PARENT, ENV_MODELS_DIR, WORKER_MODULE
+    from ..settings import Settings
+
+    settings = Settings.load()
+    python = runner.find_python(settings.worker_python, runtime_root=settings.runtime_root())
+    env = {**settings.worker_env(), ENV_MODELS_DIR: str(scratch)}
+    feedback.setProgressText(f"reading the model {Path(path).name}")
+    result = runner.run_worker([python, "-m", WORKER_MODULE, "models", "add", path, "--progress", "json"], env,
+                               cwd=str(BACKEND_PARENT), is_canceled=feedback.isCanceled)
+    if result.done is None:
+        raise InternalError(f"the worker did not import {path}", "\n".join(result.log))
+    return result.done.output
 
 
 class SetupRuntimeAlgorithm(_LandcoverAlgorithm):

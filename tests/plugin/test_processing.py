@@ -166,3 +166,43 @@ def test_segment_cancel_via_feedback(provider, real_dir, tmp_path: Path) -> None
             "INPUT": str(real_dir / "riverfront_rgb_jpeg_epsg3395.tif"), "MODEL": UNTRAINED,
             "OUTPUT": str(tmp_path / "classes.tif")}, feedback=feedback)
     assert list(tmp_path.iterdir()) == []
+
+
+def _deepness_with_metadata(tmp_path: Path) -> Path:
+    """Deepness's dummy colour model with the metadata a complete export carries (class names, resolution)."""
+    import onnx
+
+    from tests.plugin.helpers import REPO
+
+    model = onnx.load(str(REPO / "tests" / "data" / "deepness" / "dummy_model.onnx"))
+    for key, value in (("model_type", '"Segmentor"'), ("class_names", '{"0": "red", "1": "green", "2": "blue"}'),
+                       ("resolution", "10")):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    path = tmp_path / "colours.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.slow
+def test_model_file_takes_a_deepness_onnx_for_one_run(provider, crops, tmp_path: Path) -> None:
+    import processing
+
+    from landcover_plugin.settings import Settings
+
+    models = tmp_path / "my models"
+    Settings(models_dir=str(models)).save()
+    try:
+        result = processing.run("landcover:segment", {
+            "INPUT": str(crops["rgb"]), "MODEL_FILE": str(_deepness_with_metadata(tmp_path)),
+            "OUTPUT": str(tmp_path / "classes.tif")})
+        areas = json.loads(Path(result["AREAS"]).read_text())
+        assert [c["name"] for c in areas["classes"]] == ["red", "green", "blue"]
+        assert not models.exists() or not any(models.iterdir())  # the user's models folder is left alone
+        bare = tmp_path / "bare.onnx"  # the fixture itself: no class names, no resolution
+        bare.write_bytes((Path(__file__).resolve().parents[1] / "data" / "deepness" / "dummy_model.onnx").read_bytes())
+        with pytest.raises(QgsProcessingException, match="no class_names.*Class names"):
+            processing.run("landcover:segment", {"INPUT": str(crops["rgb"]), "MODEL_FILE": str(bare),
+                                                 "OUTPUT": str(tmp_path / "x.tif")})
+    finally:
+        Settings.clear()
