@@ -87,3 +87,20 @@ def python_without_ensurepip(tmp_path: Path) -> Path:
     python = prefix / "bin" / f"python{major_minor}"
     shutil.copy2(base.resolve(), python)
     return python
+
+
+def write_class_raster(path: Path, data) -> Path:
+    """A Landcover-like class GeoTIFF: ``data`` (uint8 rows × cols), EPSG:32633 at 1 m pixels, nodata 255."""
+    from osgeo import gdal, osr
+
+    rows, cols = data.shape
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), cols, rows, 1, gdal.GDT_Byte)
+    ds.SetGeoTransform([500000, 1, 0, 100, 0, -1])
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds.SetProjection(srs.ExportToWkt())
+    band = ds.GetRasterBand(1)
+    band.SetNoDataValue(255)
+    band.WriteArray(data)
+    ds = None
+    return path

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal
 from qgis.core import (
     QgsApplication,
     QgsCategorizedSymbolRenderer,
@@ -17,7 +17,7 @@ from qgis.core import (
 )
 
 from landcover_plugin.processing_provider.provider import LandcoverProvider
-from tests.plugin.helpers import UNTRAINED
+from tests.plugin.helpers import UNTRAINED, write_class_raster
 
 
 @pytest.fixture(scope="module")
@@ -98,16 +98,8 @@ def test_vectorize_handles_nodata(provider, tmp_path: Path) -> None:
     import numpy as np
     import processing
 
-    path = tmp_path / "c.tif"
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), 4, 4, 1, gdal.GDT_Byte)
-    ds.SetGeoTransform([500000, 1, 0, 100, 0, -1])
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32633)
-    ds.SetProjection(srs.ExportToWkt())
-    band = ds.GetRasterBand(1)
-    band.SetNoDataValue(255)
-    band.WriteArray(np.array([[1, 1, 2, 2], [1, 1, 2, 2], [255, 255, 3, 3], [255, 255, 3, 3]], dtype=np.uint8))
-    ds = None
+    path = write_class_raster(tmp_path / "c.tif", np.array(
+        [[1, 1, 2, 2], [1, 1, 2, 2], [255, 255, 3, 3], [255, 255, 3, 3]], dtype=np.uint8))
     result = processing.run("landcover:vectorize", {"INPUT": str(path), "OUTPUT": "TEMPORARY_OUTPUT"})
     layer = result["OUTPUT"]
     if isinstance(layer, str):

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal
 from qgis.core import (
     Qgis,
     QgsApplication,
@@ -37,7 +37,7 @@ from landcover_plugin.job import Outcome
 from landcover_plugin.processing_provider.provider import LandcoverProvider
 from landcover_plugin.results import GROUP_NAME, add_results
 from landcover_plugin.worker.task import SILENT, SegmentTask
-from tests.plugin.helpers import REPO, UNTRAINED, add_raster, bar_texts, wait_for_task
+from tests.plugin.helpers import REPO, UNTRAINED, add_raster, bar_texts, wait_for_task, write_class_raster
 
 pytestmark = pytest.mark.usefixtures("clean_settings")
 MODEL = untrained_model(UNTRAINED)
@@ -47,18 +47,9 @@ CLASSES_NAME = "sjer_rgb — land cover (untrained-unet-resnet18)"
 # ------------------------------------------------------------------ helpers
 def class_raster(path: Path, value: int = 2, size: int = 20) -> Path:
     """A small class GeoTIFF (EPSG:32633, 1 m pixels) with its areas JSON/CSV, as the worker writes them."""
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), size, size, 1, gdal.GDT_Byte)
-    ds.SetGeoTransform([500000, 1, 0, 100, 0, -1])
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32633)
-    ds.SetProjection(srs.ExportToWkt())
-    band = ds.GetRasterBand(1)
-    band.SetNoDataValue(255)
     data = np.full((size, size), value, dtype=np.uint8)
     data[: size // 4] = 1
-    band.WriteArray(data)
-    ds = None
-    return path
+    return write_class_raster(path, data)
 
 
 def areas_for(path: Path) -> dict:
