@@ -504,6 +504,35 @@ def degrees_to_metres(px_deg: float, py_deg: float, latitude: float) -> tuple[fl
     return px_deg * METRES_PER_DEGREE_LON_EQUATOR * math.cos(math.radians(lat)), py_deg * METRES_PER_DEGREE_LAT
 
 
+#: A projected CRS whose scale at the raster differs from 1 by more than this (Web Mercator away from the
+#: equator, a UTM zone far from its meridian) has its pixel sizes and areas measured on the ground.
+SCALE_TOLERANCE = 0.005
+_WGS84_A = 6378137.0
+_WGS84_E2 = (1 / 298.257223563) * (2 - 1 / 298.257223563)
+
+
+def ground_distance_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    """Distance on the WGS84 ellipsoid between two nearby points (degrees), from the local radii of curvature.
+
+    Exact to about 1e-6 for the few-metre spans it is used for (one pixel), with no geodesy library.
+    """
+    lat = math.radians((lat1 + lat2) / 2)
+    w = 1 - _WGS84_E2 * math.sin(lat) ** 2
+    meridional = _WGS84_A * (1 - _WGS84_E2) / w ** 1.5
+    normal = _WGS84_A / math.sqrt(w)
+    north = meridional * math.radians(lat2 - lat1)
+    east = normal * math.cos(lat) * math.radians(lon2 - lon1)
+    return math.hypot(north, east)
+
+
+def ground_pixel_size(nominal_m: tuple[float, float], ground_m: tuple[float, float]) -> tuple[float, float]:
+    """The pixel size to report and resample to: on the ground when the projection's scale is off by more
+    than :data:`SCALE_TOLERANCE` on either axis, else the CRS's own metres (equal within the tolerance)."""
+    if any(g <= 0 or abs(n / g - 1) > SCALE_TOLERANCE for n, g in zip(nominal_m, ground_m, strict=True)):
+        return (ground_m[0], ground_m[1]) if min(ground_m) > 0 else nominal_m
+    return nominal_m
+
+
 def gsd_ratio(pixel_size_m: tuple[float, float], model_gsd_m: float) -> float:
     """How many model pixels fit in one raster pixel (geometric mean of both axes)."""
     return math.sqrt(pixel_size_m[0] * pixel_size_m[1]) / model_gsd_m

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from backend.contract import degrees_to_metres, gsd_is_far, gsd_ratio
+from backend.contract import degrees_to_metres, ground_distance_m, ground_pixel_size, gsd_is_far, gsd_ratio
 from backend.errors import InputError
 
 if TYPE_CHECKING:
@@ -71,7 +71,26 @@ def pixel_size_m(crs, transform, width: int, height: int) -> tuple[float, float]
         factor = crs.linear_units_factor[1]
     except Exception:  # noqa: BLE001 - rasterio raises CRSError or ValueError for odd units
         return None
-    return px * factor, py * factor
+    nominal = (px * factor, py * factor)
+    ground = _ground_pixel_m(crs, transform, width / 2, height / 2)
+    return nominal if ground is None else ground_pixel_size(nominal, ground)
+
+
+def _ground_pixel_m(crs, transform, col: float, row: float) -> tuple[float, float] | None:
+    """The width and height on the ground of the pixel at (col, row): its edge midpoints taken to longitude and
+    latitude, measured on the ellipsoid. None when the CRS cannot be transformed."""
+    from rasterio.warp import transform as warp
+
+    points = [transform @ (col - 0.5, row), transform @ (col + 0.5, row),
+              transform @ (col, row - 0.5), transform @ (col, row + 0.5)]
+    try:
+        lons, lats = warp(crs, "EPSG:4326", [p[0] for p in points], [p[1] for p in points])
+    except Exception:  # noqa: BLE001 - PROJ errors for CRSs without a geographic link
+        return None
+    if not all(map(math.isfinite, [*lons, *lats])):
+        return None
+    return (ground_distance_m(lons[0], lats[0], lons[1], lats[1]),
+            ground_distance_m(lons[2], lats[2], lons[3], lats[3]))
 
 
 @dataclass

@@ -16,9 +16,11 @@ from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
+    QgsCsException,
     QgsFeatureRequest,
     QgsFeedback,
     QgsGeometry,
+    QgsPointXY,
     QgsProject,
     QgsProviderRegistry,
     QgsRasterBlockFeedback,
@@ -33,7 +35,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from .contract import METRES_PER_DEGREE_LON_EQUATOR, degrees_to_metres
+from .contract import METRES_PER_DEGREE_LON_EQUATOR, degrees_to_metres, ground_distance_m, ground_pixel_size
 from .errors import CancelledError, InputError, OutputError
 
 #: Largest raster (pixels) the plugin will export, to keep a stray whole-WMS export from filling the disk.
@@ -117,18 +119,45 @@ def layer_file_path(layer: QgsRasterLayer) -> Path | None:
 
 
 def metres_per_unit(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle | None = None) -> float:
-    """Metres per map unit of ``crs`` along x (for degrees: at the extent's latitude)."""
+    """Ground metres per map unit of ``crs`` along x at the extent's centre (degrees: at its latitude; a
+    projection whose scale there is off by more than the contract's tolerance, like Web Mercator: measured on the
+    ellipsoid, as the backend does)."""
     if crs.isGeographic():
         lat = extent.center().y() if extent is not None else 0.0
         return METRES_PER_DEGREE_LON_EQUATOR * max(math.cos(math.radians(lat)), 0.01)
     factor = QgsUnitTypes.fromUnitToUnitFactor(crs.mapUnits(), QgsUnitTypes.DistanceMeters)
-    return factor if factor > 0 else 1.0
+    factor = factor if factor > 0 else 1.0
+    if extent is None:
+        return factor
+    centre = extent.center()
+    span = max(extent.width(), extent.height()) / 1000 or 1.0  # a short, straight span at the centre
+    ground = ground_size_m(crs, centre, span)
+    if ground is None:
+        return factor
+    gx, gy = ground_pixel_size((span * factor, span * factor), ground)
+    return gx / span
 
 
 def has_native_pixels(layer: QgsRasterLayer) -> bool:
     """Whether the layer has a fixed pixel grid (false for WMS/XYZ and other rendered services)."""
     provider = layer.dataProvider()
     return bool(provider.capabilities() & QgsRasterDataProvider.Size) and layer.width() > 0
+
+
+def ground_size_m(crs: QgsCoordinateReferenceSystem, centre: QgsPointXY, span: float,
+                  span_y: float | None = None) -> tuple[float, float] | None:
+    """Ground metres of a ``span`` x ``span_y`` (map units) cell centred at ``centre``, on the WGS84 ellipsoid
+    (the contract's formula, as the backend measures it); None when the CRS cannot reach WGS84."""
+    span_y = span if span_y is None else span_y
+    to_wgs84 = QgsCoordinateTransform(crs, QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    x, y = centre.x(), centre.y()
+    try:
+        pts = [to_wgs84.transform(QgsPointXY(px, py)) for px, py in
+               ((x - span / 2, y), (x + span / 2, y), (x, y - span_y / 2), (x, y + span_y / 2))]
+    except QgsCsException:
+        return None
+    return (ground_distance_m(pts[0].x(), pts[0].y(), pts[1].x(), pts[1].y()),
+            ground_distance_m(pts[2].x(), pts[2].y(), pts[3].x(), pts[3].y()))
 
 
 def layer_pixel_size_m(layer: QgsRasterLayer) -> tuple[float, float] | None:
@@ -138,8 +167,10 @@ def layer_pixel_size_m(layer: QgsRasterLayer) -> tuple[float, float] | None:
     px, py = abs(layer.rasterUnitsPerPixelX()), abs(layer.rasterUnitsPerPixelY())
     if layer.crs().isGeographic():
         return degrees_to_metres(px, py, layer.extent().center().y())
-    factor = metres_per_unit(layer.crs())
-    return px * factor, py * factor
+    factor = QgsUnitTypes.fromUnitToUnitFactor(layer.crs().mapUnits(), QgsUnitTypes.DistanceMeters)
+    nominal = (px * (factor or 1.0), py * (factor or 1.0))
+    ground = ground_size_m(layer.crs(), layer.extent().center(), px, py)
+    return nominal if ground is None else ground_pixel_size(nominal, ground)
 
 
 def describe_pixel_size(size: tuple[float, float] | None) -> str:

@@ -184,3 +184,16 @@ def test_the_worker_environment_configures_tensorflow_and_finds_the_backend() ->
     env = plugin.worker_env({"PYTHONHOME": "/qgis", "PYTHONPATH": "/qgis/python", "PATH": "/bin"})
     assert env["PYTHONPATH"] == str(REPO) and "PYTHONHOME" not in env
     assert {k: env[k] for k in backend.TENSORFLOW_ENV} == backend.TENSORFLOW_ENV
+
+
+def test_ground_distance_and_the_scale_rule():
+    """Both sides measure ground metres with this formula and switch to them past the same tolerance."""
+    from backend.contract import SCALE_TOLERANCE, ground_distance_m, ground_pixel_size
+
+    # One degree of latitude and longitude on WGS84 (geodesy tables: 111,132 m at 45°; 111,320 m at the equator).
+    assert ground_distance_m(0, 44.5, 0, 45.5) == pytest.approx(111_132, abs=5)
+    assert ground_distance_m(-0.5, 0, 0.5, 0) == pytest.approx(111_320, abs=5)
+    inside, outside = 1 + SCALE_TOLERANCE * 0.9, 1 + SCALE_TOLERANCE * 1.1
+    assert ground_pixel_size((2.0, 2.0), (2.0 / inside, 2.0)) == (2.0, 2.0)  # true to scale: the CRS's metres
+    assert ground_pixel_size((2.0, 2.0), (2.0 / outside, 2.0)) == (2.0 / outside, 2.0)
+    assert ground_pixel_size((2.0, 2.0), (0.0, 0.0)) == (2.0, 2.0)  # no measurement: keep what the CRS says

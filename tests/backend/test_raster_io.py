@@ -149,3 +149,50 @@ def test_truncated_file_fails_with_a_clear_read_error(tmp_path):
     with pytest.raises(LandcoverError, match="truncated|corrupt|cannot read"):
         with RasterSource(cut, 3) as src:
             _read_all(src)
+
+
+# ---- ground metres for projections with scale distortion ------------------------------------------------------
+
+def _mercator_transform(lon: float, lat: float, pixel: float):
+    from affine import Affine
+    from rasterio.warp import transform
+
+    x, y = transform("EPSG:4326", "EPSG:3857", [lon], [lat])
+    return Affine(pixel, 0, x[0], 0, -pixel, y[0])
+
+
+def _equal_area_m2(crs: str, transform, width: int, height: int, steps: int = 50) -> float:
+    """The raster footprint's area in an equal-area projection (LAEA Europe), from its densified outline."""
+    from rasterio.warp import transform as warp
+
+    edge = [(c, 0) for c in np.linspace(0, width, steps)] + [(width, r) for r in np.linspace(0, height, steps)]
+    edge += [(c, height) for c in np.linspace(width, 0, steps)] + [(0, r) for r in np.linspace(height, 0, steps)]
+    xs, ys = zip(*(transform @ p for p in edge), strict=True)
+    ex, ey = warp(crs, "EPSG:3035", xs, ys)
+    return abs(sum(ex[i] * ey[i + 1] - ex[i + 1] * ey[i] for i in range(len(ex) - 1))) / 2
+
+
+def test_web_mercator_pixels_and_areas_are_ground_metres(tmp_path, bundle, identity):
+    """2 m Web Mercator pixels at 54° N are 1.18 m on the ground; the areas match an equal-area computation."""
+    from rasterio.crs import CRS
+
+    from backend.inference import segment
+
+    t = _mercator_transform(10.0, 54.0, 2.0)
+    size = pixel_size_m(CRS.from_epsg(3857), t, 300, 300)
+    assert size == pytest.approx((1.178, 1.176), abs=0.002)  # not the projected 2 m: that is 1.7x on each axis
+    src = write_raster(tmp_path / "merc.tif", random_rgb(300, 300), crs="EPSG:3857", transform=t)
+    result = segment(src, tmp_path / "out.tif", bundle, runtime=identity)
+    total = sum(c["area_m2"] for c in result.areas.to_dict()["classes"])
+    assert total == pytest.approx(_equal_area_m2("EPSG:3857", t, 300, 300), rel=0.002)  # 2.9x before
+
+
+def test_projections_true_to_scale_keep_their_own_metres():
+    """UTM near its meridian (scale within 0.5 % of 1) reports the CRS's metres exactly, as before."""
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.warp import transform
+
+    for lon in (15.0, 19.0):  # on the central meridian, and 4° off it (scale 1.0007)
+        x, y = transform("EPSG:4326", "EPSG:32633", [lon], [54.0])
+        assert pixel_size_m(CRS.from_epsg(32633), Affine(0.25, 0, x[0], 0, -0.25, y[0]), 100, 100) == (0.25, 0.25)

@@ -134,3 +134,25 @@ def test_cancelled_export_leaves_no_file(crops: dict[str, Path], tmp_path: Path)
     with pytest.raises(CancelledError):
         export.run_export(export.export_spec(layer, layer.extent(), None), tmp_path / "out.tif", feedback)
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_ground_pixel_size_agrees_with_the_backend(crops: dict[str, Path], tmp_path: Path) -> None:
+    """Mercator layers (World Mercator here, Web Mercator from basemaps) are measured on the ground, the same way
+    in QGIS and in the worker, and exports at the model's resolution target ground metres."""
+    import rasterio
+    from osgeo import gdal
+
+    from backend.raster_io import pixel_size_m
+
+    web = tmp_path / "web.tif"
+    gdal.Warp(str(web), str(crops["rgb"]), dstSRS="EPSG:3857")
+    for path in (crops["rgb"], web):
+        with rasterio.open(path) as src:
+            backend_size = pixel_size_m(src.crs, src.transform, src.width, src.height)
+            nominal = src.res
+        layer = _layer(path)
+        plugin_size = export.layer_pixel_size_m(layer)
+        assert plugin_size == pytest.approx(backend_size, rel=2e-3)
+        assert plugin_size[0] < nominal[0] * 0.98  # the projected unit is not a ground metre here
+        per_unit = export.metres_per_unit(layer.crs(), layer.extent())
+        assert per_unit * nominal[0] == pytest.approx(plugin_size[0], rel=5e-3)
