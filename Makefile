@@ -18,7 +18,7 @@ export QT_QPA_PLATFORM := offscreen
 export LANDCOVER_PYTHON ?= $(abspath $(PY))
 export PYTHONPATH := $(abspath .)
 
-.PHONY: help setup apt test test-fast lint bench demo train smoke package screenshot clean
+.PHONY: help setup apt test test-fast lint bench demo train smoke package screenshot clean soak
 
 help:
 	@echo "make demo     set up, then segment the bundled demo orthophoto with the default model into $(DEMO_OUT)/"
@@ -30,6 +30,7 @@ help:
 	@echo "make train    run the training pipeline (CONFIG=$(CONFIG))"
 	@echo "make smoke    run every training step end to end on tiny synthetic data"
 	@echo "make package  build dist/landcover_plugin.zip for QGIS 'Install from ZIP'"
+	@echo "make soak     a few hundred segmentations with random faults; fails if any result is lost or mixed"
 
 setup: apt $(STAMP)
 
@@ -74,6 +75,9 @@ demo: setup
 
 train: setup
 	$(PY) -m training run --config $(CONFIG)
+
+soak: setup
+	$(PY) scripts/soak.py --runs $${RUNS:-300}
 
 smoke: setup
 	$(PY) -m training run --config training/configs/smoke.yaml
