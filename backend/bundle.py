@@ -405,3 +405,96 @@ def with_weights(bundle: ModelBundle, weights: Path, **changes: Any) -> ModelBun
     """
     changes.setdefault("onnx", None)
     return replace(bundle, weights=Path(weights), **changes)
+
+
+# ------------------------------------------------------------------------------ damaged files
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def damage_report(path: Path) -> str | None:
+    """Why the weights (HDF5) or ONNX file at ``path`` is truncated or corrupt, or None if it looks whole.
+
+    Reads only the file's structure (no h5py, no onnx): the HDF5 superblock records the file's
+    end-of-file address; an ONNX file is a protobuf message whose fields must end exactly at the
+    end of the file. A whole file with other contents (a retrained model) gives None.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4096)
+            if size == 0:
+                return "0 bytes: the file is empty"
+            if path.suffix.lower() == ".onnx":
+                return _protobuf_damage(f, size)
+            if head[:8] == _HDF5_SIGNATURE or path.suffix.lower() in (".h5", ".hdf5"):
+                return _hdf5_damage(head, size)
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror})"
+    return None
+
+
+def _hdf5_damage(head: bytes, size: int) -> str | None:
+    if head[:8] != _HDF5_SIGNATURE:
+        return f"{size:,} bytes without the HDF5 signature: not a weights file"
+    version = head[8]
+    if version in (0, 1):
+        offsets = head[13]
+        pos = 24 + (4 if version == 1 else 0) + 2 * offsets  # base address, free-space address
+    elif version in (2, 3):
+        offsets = head[9]
+        pos = 12 + 2 * offsets  # base address, superblock extension address
+    else:
+        return None
+    if offsets not in (2, 4, 8) or len(head) < pos + offsets:
+        return f"{size:,} bytes: its HDF5 header is incomplete"
+    eof = int.from_bytes(head[pos : pos + offsets], "little")
+    if eof > size:
+        return f"{size:,} bytes of the {eof:,} its header records"
+    return None
+
+
+def _protobuf_damage(f, size: int) -> str | None:
+    """Walk the top-level protobuf fields of an ONNX ModelProto: each must fit in the file."""
+    f.seek(0)
+    pos = 0
+
+    def varint() -> int:
+        nonlocal pos
+        shift = value = 0
+        while True:
+            b = f.read(1)
+            if not b:
+                raise EOFError
+            pos += 1
+            value |= (b[0] & 0x7F) << shift
+            if not b[0] & 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                raise ValueError
+
+    try:
+        while pos < size:
+            key = varint()
+            wire = key & 7
+            if key >> 3 == 0:
+                raise ValueError
+            if wire == 0:
+                varint()
+                continue
+            length = {1: 8, 5: 4}.get(wire)
+            if wire == 2:
+                length = varint()
+            if length is None:
+                raise ValueError
+            if pos + length > size:
+                return f"{size:,} bytes, but its last part needs {pos + length:,}"
+            pos += length
+            f.seek(pos)
+    except EOFError:
+        return f"{size:,} bytes, ending inside a field"
+    except ValueError:
+        return f"{size:,} bytes that are not an ONNX model"
+    return None

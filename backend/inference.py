@@ -11,7 +11,7 @@ and the width only up to the block limit.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +26,27 @@ from backend.outputs import (
     AreaSummary,
     OutputSet,
     check_output_path,
+    check_replaceable,
     class_counts,
     disk_errors,
     pam_xml,
     qml_style,
     raster_profile,
+    remove_stale_temps,
     write_class_metadata,
 )
 from backend.progress import Progress
 from backend.raster_io import RasterSource, Window, silence_rasterio_warnings
 from backend.runtime import Runtime, make_runtime
 from backend.tiling import OUTPUT_BLOCK, ColumnBlock, TileGrid, reflect_indices
+from backend.write_guard import WriteGuard
 
 DEFAULT_MAX_BLOCK_WIDTH = 16384
 GDAL_CACHE_MB = 64
 NETWORK_STRIDE = 32  # output stride of the U-Net/FPN/Linknet encoders: tile origins align to it
+#: Largest --batch-size accepted. A run never uses more tiles per call than it has tiles, so on small
+#: rasters any batch size costs what a normal one does; above this, one call would need gigabytes.
+MAX_BATCH_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ class SegmentParams:
             )
         if self.batch_size < 1:
             raise InputError(f"--batch-size {self.batch_size} must be at least 1")
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise InputError(f"--batch-size {self.batch_size} is above the limit of {MAX_BATCH_SIZE} tiles per call; "
+                             "use e.g. 8 to 64 (larger batches need more memory and are rarely faster)")
         if self.max_block_width < self.tile_size:
             raise InputError(f"block width {self.max_block_width} must be at least one tile ({self.tile_size})")
 
@@ -151,8 +160,10 @@ class _AlignedWriter:
     """Buffers finished rows of one column block and writes them in whole 256-row output blocks,
     so no compressed GeoTIFF block is written twice."""
 
-    def __init__(self, dst, x0: int, x1: int, height: int) -> None:
+    def __init__(self, dst, x0: int, x1: int, height: int, guard: WriteGuard | None = None,
+                 path: Path | None = None) -> None:
         self.dst, self.x0, self.x1, self.height = dst, x0, x1, height
+        self.guard, self.path = guard, path
         self.y0 = 0
         self.chunks: list[np.ndarray] = []
 
@@ -172,7 +183,11 @@ class _AlignedWriter:
         from rasterio.windows import Window as RioWindow
 
         window = RioWindow(self.x0, self.y0, self.x1 - self.x0, len(data))
-        self.dst.write(data, 1, window=window)
+        if self.guard is None:
+            self.dst.write(data, 1, window=window)
+            return
+        with self.guard.writing(self.path):  # a failed block write raises here, naming the file
+            self.dst.write(data, 1, window=window)
 
 
 def segment(
@@ -214,6 +229,10 @@ def segment(
     confidence = check_output_path(Path(confidence_path), input_path) if confidence_path else None
     if confidence is not None and confidence.resolve() == output.resolve():
         raise OutputError("the confidence raster needs a different name than the class raster")
+    finals = [*output_files(output).all(), *([confidence] if confidence else [])]
+    check_replaceable(finals)  # a folder named like an output, another user's file in /tmp: before any work
+    for folder in {f.parent for f in finals}:
+        remove_stale_temps(folder)  # hidden files of killed runs (never of a live process)
     silence_rasterio_warnings()
 
     with _gdal_env(), RasterSource(input_path, bundle.input_bands, bands, window, bundle.gsd_m, resample) as source:
@@ -229,7 +248,9 @@ def segment(
             runtime = make_runtime(bundle, runtime)
         outputs = OutputSet()
         try:
-            result = _segment_source(source, output, confidence, bundle, params, runtime, progress, outputs)
+            with WriteGuard() as guard:
+                result = _segment_source(source, output, confidence, bundle, params, runtime, progress, outputs,
+                                         guard)
             outputs.commit()
         except BaseException:
             outputs.discard()
@@ -244,9 +265,11 @@ def segment(
 class _RowSink:
     """Turns finished rows of blended probabilities into classes (and confidence), counts and writes them."""
 
-    def __init__(self, grid: TileGrid, height: int, num_classes: int, dst, conf_dst) -> None:
+    def __init__(self, grid: TileGrid, height: int, num_classes: int, dst, conf_dst,
+                 guard: WriteGuard | None = None, paths: tuple[Path | None, Path | None] = (None, None)) -> None:
         self.grid, self.height, self.num_classes = grid, height, num_classes
         self.dst, self.conf_dst = dst, conf_dst
+        self.guard, self.paths = guard, paths
         self.counts = np.zeros(num_classes, np.int64)
         self.nodata_pixels = 0
         self.block: ColumnBlock | None = None
@@ -254,8 +277,9 @@ class _RowSink:
     def start_block(self, block: ColumnBlock) -> None:
         """Rows handed over from now on belong to ``block``."""
         self.block = block
-        self.writer = _AlignedWriter(self.dst, block.x0, block.x1, self.height)
-        self.conf_writer = _AlignedWriter(self.conf_dst, block.x0, block.x1, self.height) if self.conf_dst else None
+        self.writer = _AlignedWriter(self.dst, block.x0, block.x1, self.height, self.guard, self.paths[0])
+        self.conf_writer = (_AlignedWriter(self.conf_dst, block.x0, block.x1, self.height, self.guard, self.paths[1])
+                            if self.conf_dst else None)
 
     def __call__(self, y0: int, probs: np.ndarray, valid: np.ndarray) -> None:
         """Accumulator rows ``y0 .. y0 + len(probs)`` are final (rows outside the raster are padding)."""
@@ -286,38 +310,58 @@ def _segment_source(
     runtime: Runtime,
     progress: Progress,
     outputs: OutputSet,
+    guard: WriteGuard,
 ) -> SegmentResult:
     import rasterio
 
     grid = TileGrid(source.height, source.width, params.tile_size, params.overlap, NETWORK_STRIDE)
     blocks = grid.column_blocks(params.max_block_width)
     total = sum(len(b.tiles) for b in blocks) * grid.rows.count
+    # No call needs more tiles than the run has: a huge --batch-size costs what a normal one does.
+    params = replace(params, batch_size=max(1, min(params.batch_size, total)))
 
     tmp_out = outputs.reserve(output)
     tmp_conf = outputs.reserve(confidence) if confidence else None
+    guard.watch(output)
     profile = raster_profile(source.width, source.height, source.crs, source.transform, "uint8", NODATA)
-    with disk_errors(output), rasterio.open(tmp_out, "w", **profile) as dst:
-        write_class_metadata(dst, bundle.classes, bundle.name)
-        conf_dst = None
+    with disk_errors(output), guard.writing(output):
+        dst = rasterio.open(tmp_out, "w", **profile)
+    conf_dst = None
+    try:
+        with disk_errors(output), guard.writing(output):
+            write_class_metadata(dst, bundle.classes, bundle.name)
         if tmp_conf is not None:
             conf_profile = raster_profile(
                 source.width, source.height, source.crs, source.transform, "float32", CONFIDENCE_NODATA
             )
-            conf_dst = rasterio.open(tmp_conf, "w", **conf_profile)
-            conf_dst.set_band_description(1, "top-class probability")
-        try:
-            progress.start("predict", total, f"{total} tiles of {params.tile_size} px, overlap {params.overlap} px")
-            sink = _RowSink(grid, source.height, bundle.num_classes, dst, conf_dst)
-            done = predicted = 0
+            with disk_errors(confidence), guard.writing(confidence):
+                conf_dst = rasterio.open(tmp_conf, "w", **conf_profile)
+                conf_dst.set_band_description(1, "top-class probability")
+        progress.start("predict", total, f"{total} tiles of {params.tile_size} px, overlap {params.overlap} px")
+        sink = _RowSink(grid, source.height, bundle.num_classes, dst, conf_dst, guard, (output, confidence))
+        done = predicted = 0
+        with disk_errors(output):
             for block in blocks:
                 sink.start_block(block)
                 for n_done, n_pred in _run_block(source, grid, block, bundle, params, runtime, sink):
+                    guard.check(output)  # a write that failed while reading or predicting: stop now
                     done += n_done
                     predicted += n_pred
                     progress.advance(done)
-        finally:
-            if conf_dst is not None:
-                conf_dst.close()
+    except BaseException:
+        for ds in (conf_dst, dst):
+            if ds is not None:
+                try:
+                    ds.close()  # flushing may fail too: the first error is the one to report
+                except Exception:  # noqa: BLE001, S110
+                    pass
+        raise
+    # Closing writes the last blocks and the header: a failure there is a failed write too.
+    if conf_dst is not None:
+        with disk_errors(confidence), guard.writing(confidence):
+            conf_dst.close()
+    with disk_errors(output), guard.writing(output):
+        dst.close()
     if sink.counts.sum() == 0:
         raise InputError(
             f"{source.path.name} has no valid pixels in the area to segment (all nodata or transparent)"
@@ -359,7 +403,7 @@ def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, 
     rows = grid.rows
     # Rows in flight: from the first tile row with unpredicted tiles to the end of the newest one;
     # a batch spans at most ceil(batch / tiles per row) + 1 tile rows. ensure() grows it if needed.
-    capacity = tile + rows.stride * -(-params.batch_size // len(block.tiles))
+    capacity = min(tile + rows.stride * -(-params.batch_size // len(block.tiles)), rows.padded_length)
     acc = _Accumulator(rows.start(0), block.acc_width, bundle.num_classes, capacity)
     cols_idx = reflect_indices(block.acc_x0 - margin, block.acc_width + 2 * margin, source.width)
     weights = grid.weights[None, :, :, None]

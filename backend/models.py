@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.bundle import ARCHITECTURES, ModelBundle
+from backend.bundle import ARCHITECTURES, ModelBundle, damage_report
 from backend.errors import ModelError
 from backend.tf_import import import_segmentation_models, import_tensorflow
 
@@ -149,6 +149,10 @@ def load_weights(model: Any, path: Path) -> None:
     import h5py
 
     path = Path(path)
+    damage = damage_report(path) if path.is_file() else None
+    if damage:
+        raise ModelError(f"weights file {path} is truncated or corrupt ({damage}); re-copy it from where the "
+                         "model came from")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:

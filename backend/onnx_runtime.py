@@ -18,7 +18,7 @@ from types import ModuleType
 
 import numpy as np
 
-from backend.bundle import OUTPUT_KINDS, ModelBundle
+from backend.bundle import OUTPUT_KINDS, ModelBundle, damage_report
 from backend.contract import ENV_THREADS, ONNX_ARCHITECTURE, SETUP_HINT
 from backend.errors import DependencyError, InputError, ModelError
 
@@ -87,12 +87,20 @@ def verified_onnx_path(bundle: ModelBundle) -> Path:
         raise ModelError(f"ONNX file {path} of model {bundle.name!r} is missing; {fix}")
     actual = file_sha256(path)
     if actual != bundle.onnx.sha256:
+        damage = damage_report(path)
+        if damage:
+            raise ModelError(f"ONNX file {path} of model {bundle.name!r} is truncated or corrupt ({damage}); "
+                             f"re-copy it (or {fix})")
         raise ModelError(
             f"ONNX file {path} does not match the checksum in the bundle JSON (sha256 {actual[:12]}..., "
             f"expected {bundle.onnx.sha256[:12]}...): it was changed or corrupted; {fix}"
         )
     if bundle.onnx.weights_sha256 and bundle.weights is not None and bundle.weights.is_file():
         if file_sha256(bundle.weights) != bundle.onnx.weights_sha256:
+            damage = damage_report(bundle.weights)
+            if damage:
+                raise ModelError(f"weights file {bundle.weights} of model {bundle.name!r} is truncated or corrupt "
+                                 f"({damage}); re-copy it from where the model came from")
             raise ModelError(
                 f"ONNX file {path} was exported from other weights than {bundle.weights.name} (retrained?); {fix}"
             )
