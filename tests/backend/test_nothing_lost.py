@@ -488,3 +488,38 @@ def test_load_weights_reports_a_truncated_file(bundle_copy):
     with pytest.raises(ModelError, match="truncated or corrupt"):
         load_weights(object(), bundle.weights)
 
+
+
+@pytest.mark.slow
+def test_no_write_limit_ends_in_success_with_a_broken_raster(tmp_path):
+    """A file-size limit anywhere in the raster's life — blocks, the last strip, the directory written at close —
+    is a failed run with the earlier result kept, never exit 0 with a raster that cannot be read (found by
+    ``make soak``: a failure while closing was only a libtiff line on stderr)."""
+    import numpy as np
+    import rasterio
+
+    src = write_raster(tmp_path / "in.tif", random_rgb(512, 512, seed=3))
+    out = tmp_path / "out" / "lc.tif"
+    out.parent.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "backend", "segment", str(src), str(out), "--progress", "none"]
+    subprocess.run(argv, cwd=REPO, env=env, check=True, capture_output=True)
+    good = hashes(out.parent)
+    size = out.stat().st_size
+    code = ("import resource, signal, subprocess, sys\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]),) * 2)\n"
+            "sys.exit(subprocess.run(sys.argv[2:]).returncode)\n")
+    failed = 0
+    for limit in np.linspace(600, size - 1, 24).astype(int):
+        run = subprocess.run([sys.executable, "-c", code, str(limit), *argv], cwd=REPO, env=env, capture_output=True,
+                             text=True)
+        if run.returncode == 0:
+            with rasterio.open(out) as ds:
+                ds.read(1)  # raises on a truncated or corrupt raster
+        else:
+            failed += 1
+            assert run.returncode == 2 and "File too large" in run.stderr and "Traceback" not in run.stderr
+            assert "_tiffWriteProc" not in run.stderr  # libtiff's own lines stay off the terminal
+            assert hashes(out.parent) == good
+    assert failed >= 20  # the limits lie below the raster's size: nearly every run must fail
