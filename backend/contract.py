@@ -463,18 +463,28 @@ AREA_FIELDS = ("id", "name", "pixels", "area_m2", "percent")
 
 
 def areas_table(classes: Sequence[ClassInfo], counts: Sequence[int], pixel_area_m2: float | None,
-                nodata_pixels: int) -> dict[str, Any]:
-    """The ``areas`` object of the done event and the ``.areas.json`` file."""
+                nodata_pixels: int, areas_m2: Sequence[float] | None = None) -> dict[str, Any]:
+    """The ``areas`` object of the done event and the ``.areas.json`` file.
+
+    ``areas_m2``, when given, are the classes' ground areas summed row by row (geographic CRSs and projections
+    whose scale varies over the raster); otherwise area = pixels × ``pixel_area_m2`` (the raster's centre).
+    """
     valid = int(sum(counts))
+
+    def area(i: int, n: int) -> float | None:
+        if areas_m2 is not None:
+            return round(float(areas_m2[i]), 3)
+        return None if pixel_area_m2 is None else round(int(n) * pixel_area_m2, 3)
+
     rows = [
         {
             "id": c.id,
             "name": c.name,
             "pixels": int(n),
-            "area_m2": None if pixel_area_m2 is None else round(int(n) * pixel_area_m2, 3),
+            "area_m2": area(i, n),
             "percent": round(100.0 * int(n) / valid, 4) if valid else 0.0,
         }
-        for c, n in zip(classes, counts, strict=False)
+        for i, (c, n) in enumerate(zip(classes, counts, strict=False))
     ]
     return {"classes": rows, "pixel_area_m2": pixel_area_m2, "valid_pixels": valid, "nodata_pixels": int(nodata_pixels)}
 

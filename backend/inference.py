@@ -266,11 +266,14 @@ class _RowSink:
     """Turns finished rows of blended probabilities into classes (and confidence), counts and writes them."""
 
     def __init__(self, grid: TileGrid, height: int, num_classes: int, dst, conf_dst,
-                 guard: WriteGuard | None = None, paths: tuple[Path | None, Path | None] = (None, None)) -> None:
+                 guard: WriteGuard | None = None, paths: tuple[Path | None, Path | None] = (None, None),
+                 row_areas_m2: np.ndarray | None = None) -> None:
         self.grid, self.height, self.num_classes = grid, height, num_classes
         self.dst, self.conf_dst = dst, conf_dst
         self.guard, self.paths = guard, paths
         self.counts = np.zeros(num_classes, np.int64)
+        self.row_areas_m2 = row_areas_m2  # per-row ground pixel areas, when they vary over the raster
+        self.areas_m2 = np.zeros(num_classes, np.float64)
         self.nodata_pixels = 0
         self.block: ColumnBlock | None = None
 
@@ -293,6 +296,9 @@ class _RowSink:
         classes = p.argmax(axis=-1).astype(np.uint8)
         classes[~v] = NODATA
         self.counts += class_counts(classes, self.num_classes)
+        if self.row_areas_m2 is not None:
+            weights = np.broadcast_to(self.row_areas_m2[lo:hi, None], classes.shape)
+            self.areas_m2 += np.bincount(classes.ravel(), weights.ravel(), minlength=NODATA + 1)[: self.num_classes]
         self.nodata_pixels += int((~v).sum())
         self.writer.push(classes)
         if self.conf_writer is not None:
@@ -338,7 +344,8 @@ def _segment_source(
                 conf_dst = rasterio.open(tmp_conf, "w", **conf_profile)
                 conf_dst.set_band_description(1, "top-class probability")
         progress.start("predict", total, f"{total} tiles of {params.tile_size} px, overlap {params.overlap} px")
-        sink = _RowSink(grid, source.height, bundle.num_classes, dst, conf_dst, guard, (output, confidence))
+        sink = _RowSink(grid, source.height, bundle.num_classes, dst, conf_dst, guard, (output, confidence),
+                        source.row_pixel_areas_m2())
         done = predicted = 0
         with disk_errors(output):
             for block in blocks:
@@ -372,6 +379,7 @@ def _segment_source(
         counts=tuple(int(c) for c in sink.counts),
         pixel_area_m2=None if pixel_size is None else pixel_size[0] * pixel_size[1],
         nodata_pixels=sink.nodata_pixels,
+        areas_m2=None if sink.row_areas_m2 is None else tuple(float(a) for a in sink.areas_m2),
     )
     files = output_files(output)
     outputs.write_text(files.qml, qml_style(bundle.classes))

@@ -413,6 +413,7 @@ class AreaSummary:
     counts: tuple[int, ...]
     pixel_area_m2: float | None
     nodata_pixels: int
+    areas_m2: tuple[float, ...] | None = None  # summed row by row where the ground pixel area varies
 
     @property
     def valid_pixels(self) -> int:
@@ -420,7 +421,7 @@ class AreaSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``areas`` object (see :func:`backend.contract.areas_table`)."""
-        return areas_table(self.classes, self.counts, self.pixel_area_m2, self.nodata_pixels)
+        return areas_table(self.classes, self.counts, self.pixel_area_m2, self.nodata_pixels, self.areas_m2)
 
     def rows(self) -> list[dict[str, Any]]:
         return self.to_dict()["classes"]

@@ -196,3 +196,19 @@ def test_projections_true_to_scale_keep_their_own_metres():
     for lon in (15.0, 19.0):  # on the central meridian, and 4° off it (scale 1.0007)
         x, y = transform("EPSG:4326", "EPSG:32633", [lon], [54.0])
         assert pixel_size_m(CRS.from_epsg(32633), Affine(0.25, 0, x[0], 0, -0.25, y[0]), 100, 100) == (0.25, 0.25)
+
+
+def test_tall_web_mercator_rasters_add_their_areas_row_by_row(tmp_path, bundle, identity):
+    """1,500 km north-south in Web Mercator: the ground pixel shrinks from row to row, so the areas are summed
+    per row; the centre's pixel area alone would be off by about 2 %."""
+    from backend.inference import segment
+
+    t = _mercator_transform(10.0, 66.0, 3000.0)  # top edge at 66° N, 3 km projected pixels
+    src = write_raster(tmp_path / "tall.tif", random_rgb(900, 40), crs="EPSG:3857", transform=t)
+    result = segment(src, tmp_path / "out.tif", bundle, runtime=identity)
+    areas = result.areas.to_dict()
+    total = sum(c["area_m2"] for c in areas["classes"])
+    truth = _equal_area_m2("EPSG:3857", t, 40, 900, steps=400)
+    assert total == pytest.approx(truth, rel=0.002)
+    centre_only = areas["valid_pixels"] * areas["pixel_area_m2"]
+    assert abs(centre_only / truth - 1) > 0.01  # 1.8 % here
