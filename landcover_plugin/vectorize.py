@@ -20,6 +20,7 @@ from qgis.core import (
     QgsField,
     QgsFields,
     QgsGeometry,
+    QgsRectangle,
     QgsUnitTypes,
     QgsVectorFileWriter,
     QgsWkbTypes,
@@ -74,15 +75,23 @@ def class_names_for_raster(raster: str | Path, classes: Sequence[ClassInfo] | No
 
 
 def area_calculator(crs: QgsCoordinateReferenceSystem, context: QgsCoordinateTransformContext,
-                    ellipsoid: str = "EPSG:7030") -> Callable[[QgsGeometry], float]:
-    """Area in m²: planar in projected CRSs (matching the backend's pixel areas), ellipsoidal in degrees."""
-    if crs.isGeographic():
+                    ellipsoid: str = "EPSG:7030", extent: QgsRectangle | None = None) -> Callable[[QgsGeometry], float]:
+    """Area in m² on the ground, by the backend's rule: ellipsoidal in degrees and in projections whose scale at
+    ``extent`` is off by more than the contract's tolerance (Web Mercator), planar in true-to-scale ones."""
+    if crs.isGeographic() or (extent is not None and _scale_is_distorted(crs, extent)):
         da = QgsDistanceArea()
         da.setSourceCrs(crs, context)
         da.setEllipsoid(ellipsoid)
         return lambda g: da.convertAreaMeasurement(da.measureArea(g), QgsUnitTypes.AreaSquareMeters)
     factor = QgsUnitTypes.fromUnitToUnitFactor(crs.mapUnits(), QgsUnitTypes.DistanceMeters) or 1.0
     return lambda g: g.area() * factor * factor
+
+
+def _scale_is_distorted(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle) -> bool:
+    from .export import metres_per_unit
+
+    nominal = QgsUnitTypes.fromUnitToUnitFactor(crs.mapUnits(), QgsUnitTypes.DistanceMeters) or 1.0
+    return metres_per_unit(crs, extent) != nominal  # it returns the CRS's own factor unless past the tolerance
 
 
 def iter_class_polygons(raster: str | Path, band: int = 1,
@@ -124,7 +133,11 @@ def polygon_features(raster: str | Path, names: dict[int, str], crs: QgsCoordina
                      is_canceled: Callable[[], bool] = lambda: False) -> Iterator[QgsFeature]:
     """Features with class id, name and area for every region of the raster."""
     fields = polygon_fields()
-    measure = area_calculator(crs, context)
+    ds = gdal.Open(str(raster))
+    gt, width, height = ds.GetGeoTransform(), ds.RasterXSize, ds.RasterYSize
+    ds = None
+    extent = QgsRectangle(gt[0], gt[3] + gt[5] * height, gt[0] + gt[1] * width, gt[3])
+    measure = area_calculator(crs, context, extent=extent)
     for class_id, geom in iter_class_polygons(raster, band, is_canceled):
         feature = QgsFeature(fields)
         feature.setGeometry(geom)

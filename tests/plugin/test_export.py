@@ -156,3 +156,35 @@ def test_ground_pixel_size_agrees_with_the_backend(crops: dict[str, Path], tmp_p
         assert plugin_size[0] < nominal[0] * 0.98  # the projected unit is not a ground metre here
         per_unit = export.metres_per_unit(layer.crs(), layer.extent())
         assert per_unit * nominal[0] == pytest.approx(plugin_size[0], rel=5e-3)
+
+
+def test_polygon_areas_are_ground_areas_in_web_mercator(tmp_path: Path) -> None:
+    """Polygons of a Web Mercator class raster carry ground m², as the backend's area table does (planar m²
+    would be 2.9x at 54° N); in a true-to-scale projection they stay planar, equal to pixels x pixel area."""
+    import numpy as np
+    import rasterio
+    from osgeo import gdal, osr
+    from qgis.core import QgsCoordinateReferenceSystem, QgsProject
+
+    from backend.raster_io import pixel_size_m
+    from landcover_plugin.vectorize import polygon_features
+    from tests.plugin.helpers import write_class_raster
+
+    data = np.full((60, 80), 2, np.uint8)
+    data[:20, :30] = 1
+    utm = write_class_raster(tmp_path / "utm.tif", data)
+    merc = tmp_path / "merc.tif"
+    ds = gdal.GetDriverByName("GTiff").CreateCopy(str(merc), gdal.Open(str(utm)))
+    x, y = 1113194.9, 7170156.3  # 10° E, 54° N in EPSG:3857
+    ds.SetGeoTransform([x, 2, 0, y, 0, -2])
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(3857)
+    ds.SetProjection(srs.ExportToWkt())
+    ds = None
+    context = QgsProject.instance().transformContext()
+    for path, epsg in ((utm, 32633), (merc, 3857)):
+        crs = QgsCoordinateReferenceSystem(f"EPSG:{epsg}")
+        total = sum(f["area_m2"] for f in polygon_features(path, {1: "a", 2: "b"}, crs, context))
+        with rasterio.open(path) as src:
+            w, h = pixel_size_m(src.crs, src.transform, src.width, src.height)
+        assert total == pytest.approx(data.size * w * h, rel=5e-3)
