@@ -20,6 +20,7 @@ from qgis.core import (
     QgsField,
     QgsFields,
     QgsGeometry,
+    QgsPointXY,
     QgsRectangle,
     QgsUnitTypes,
     QgsVectorFileWriter,
@@ -36,6 +37,7 @@ from .contract import (
     areas_csv,
     areas_table,
     classes_from_dicts,
+    degrees_to_metres,
     output_files,
 )
 from .errors import InputError, OutputError
@@ -85,6 +87,28 @@ def area_calculator(crs: QgsCoordinateReferenceSystem, context: QgsCoordinateTra
         return lambda g: da.convertAreaMeasurement(da.measureArea(g), QgsUnitTypes.AreaSquareMeters)
     factor = QgsUnitTypes.fromUnitToUnitFactor(crs.mapUnits(), QgsUnitTypes.DistanceMeters) or 1.0
     return lambda g: g.area() * factor * factor
+
+
+def row_pixel_areas_m2(crs: QgsCoordinateReferenceSystem, gt: Sequence[float], width: int, height: int):
+    """Ground area of a pixel in each row (middle column), as the backend measures it; None where one area fits
+    all rows (true-to-scale projections, or no CRS)."""
+    import numpy as np
+
+    if not crs.isValid():
+        return None
+    px, py = abs(gt[1]), abs(gt[5])
+    centres = [(gt[0] + gt[1] * width / 2, gt[3] + gt[5] * (r + 0.5)) for r in range(height)]
+    if crs.isGeographic():
+        return np.array([np.prod(degrees_to_metres(px, py, y)) for _, y in centres])
+    extent = QgsRectangle(gt[0], gt[3] + gt[5] * height, gt[0] + gt[1] * width, gt[3])
+    if not _scale_is_distorted(crs, extent):
+        return None
+    from .export import ground_size_m
+
+    sizes = [ground_size_m(crs, QgsPointXY(x, y), px, py) for x, y in centres]
+    if any(s is None for s in sizes):
+        return None
+    return np.array([w * h for w, h in sizes])
 
 
 def _scale_is_distorted(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle) -> bool:
@@ -204,10 +228,17 @@ def recount_areas(raster: str | Path, classes: Sequence[ClassInfo], previous: di
     ds = gdal.Open(str(raster))
     data = ds.GetRasterBand(1).ReadAsArray()
     gt = ds.GetGeoTransform()
+    crs = QgsCoordinateReferenceSystem.fromWkt(ds.GetProjection())
     ds = None
     pixel_area = (previous or {}).get("pixel_area_m2") or abs(gt[1] * gt[5])
     counts = np.bincount(data[data != NODATA].ravel(), minlength=len(classes))[: len(classes)]
-    areas = areas_table(classes, [int(n) for n in counts], float(pixel_area), int(data.size - counts.sum()))
+    rows = row_pixel_areas_m2(crs, gt, data.shape[1], data.shape[0])
+    by_class = None
+    if rows is not None:  # the backend's rule: row by row where the ground pixel varies
+        weights = np.broadcast_to(rows[:, None], data.shape)
+        by_class = np.bincount(data.ravel(), weights.ravel(), minlength=NODATA + 1)[: len(classes)].tolist()
+    areas = areas_table(classes, [int(n) for n in counts], float(pixel_area), int(data.size - counts.sum()),
+                        by_class)
     files = output_files(raster)
     for path, text in ((files.areas_json, json.dumps(areas, indent=2) + "\n"), (files.areas_csv, areas_csv(areas))):
         tmp = path.with_name(f".{path.name}.tmp")

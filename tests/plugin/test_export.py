@@ -188,3 +188,33 @@ def test_polygon_areas_are_ground_areas_in_web_mercator(tmp_path: Path) -> None:
         with rasterio.open(path) as src:
             w, h = pixel_size_m(src.crs, src.transform, src.width, src.height)
         assert total == pytest.approx(data.size * w * h, rel=5e-3)
+
+
+def test_recounted_areas_match_the_backend_row_by_row(tmp_path: Path) -> None:
+    """After masking to polygons the plugin recounts the areas; for a tall Web Mercator raster it must add them
+    up row by row exactly as the worker does (the contract's rule), not with the centre's pixel area."""
+    import json
+
+    import numpy as np
+    import rasterio
+    from osgeo import gdal, osr
+
+    from backend.raster_io import row_pixel_areas_m2 as backend_rows
+    from landcover_plugin.contract import LANDCOVER_CLASSES, output_files
+    from landcover_plugin.vectorize import recount_areas
+    from tests.plugin.helpers import write_class_raster
+
+    data = np.random.default_rng(0).integers(0, 5, (600, 30)).astype(np.uint8)
+    path = write_class_raster(tmp_path / "tall.tif", data)
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    ds.SetGeoTransform([1113194.9, 3000, 0, 10000000.0, 0, -3000])  # 10° E, from 66.5° N southwards
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(3857)
+    ds.SetProjection(srs.ExportToWkt())
+    ds = None
+    with rasterio.open(path) as src:
+        rows = backend_rows(src.crs, src.transform, src.width, src.height)
+    expected = np.bincount(data.ravel(), np.broadcast_to(rows[:, None], data.shape).ravel(), minlength=5)
+    areas = recount_areas(path, LANDCOVER_CLASSES, {"pixel_area_m2": float(rows[300])})
+    assert [c["area_m2"] for c in areas["classes"]] == pytest.approx(expected.tolist(), rel=1e-4)
+    assert json.loads(output_files(path).areas_json.read_text()) == areas
