@@ -54,7 +54,7 @@ def test_weights_of_another_architecture_are_refused(tmp_path, unet):
 def test_corrupt_weights_file_is_refused(tmp_path, unet):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"\x89HDF\r\n" + b"0" * 100)
-    with pytest.raises(LandcoverError, match="cannot be read"):
+    with pytest.raises(LandcoverError, match="truncated or corrupt .*not a weights file.*re-copy"):
         load_weights(unet, bad)
 
 

@@ -222,15 +222,22 @@ def test_deepness_metadata_folds_the_pixel_scale_into_standardisation():
 
 @pytest.mark.slow
 def test_checksum_mismatch_is_a_clear_error(exported, tmp_path):
+    import onnx
+
     from backend.runtime import make_runtime
 
     json_path = _copy_bundle(exported[0], tmp_path / "copy")
-    with open(json_path.with_suffix(".onnx"), "ab") as f:
-        f.write(b"tampered")
+    model = onnx.load(str(json_path.with_suffix(".onnx")))
+    model.doc_string = "edited"  # still a whole, valid ONNX model, but not the one the bundle names
+    onnx.save(model, str(json_path.with_suffix(".onnx")))
     bundle = load_bundle(json_path)  # loading only checks the file exists (cheap for 'models' listings)
     for kind in ("onnx", "auto"):
         with pytest.raises(LandcoverError, match="does not match the checksum.*export-onnx"):
             make_runtime(bundle, kind)
+    with open(json_path.with_suffix(".onnx"), "ab") as f:
+        f.write(b"tampered")  # bytes that make it no ONNX model at all
+    with pytest.raises(LandcoverError, match="truncated or corrupt.*re-copy"):
+        make_runtime(bundle, "onnx")
 
 
 @pytest.mark.slow
