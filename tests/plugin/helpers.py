@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,16 @@ def write_class_raster(path: Path, data) -> Path:
     band.WriteArray(data)
     ds = None
     return path
+
+
+@contextmanager
+def backend_imports():
+    """Import ``backend`` modules in a plugin test (to compare both sides of the contract), then forget them: the
+    plugin itself never imports the backend, and test_plugin_load checks ``sys.modules`` for it."""
+    before = set(sys.modules)
+    try:
+        yield
+    finally:
+        for name in set(sys.modules) - before:
+            if name == "backend" or name.startswith("backend."):
+                del sys.modules[name]

@@ -142,7 +142,10 @@ def test_ground_pixel_size_agrees_with_the_backend(crops: dict[str, Path], tmp_p
     import rasterio
     from osgeo import gdal
 
-    from backend.raster_io import pixel_size_m
+    from tests.plugin.helpers import backend_imports
+
+    with backend_imports():
+        from backend.raster_io import pixel_size_m
 
     web = tmp_path / "web.tif"
     gdal.Warp(str(web), str(crops["rgb"]), dstSRS="EPSG:3857")
@@ -166,7 +169,10 @@ def test_polygon_areas_are_ground_areas_in_web_mercator(tmp_path: Path) -> None:
     from osgeo import gdal, osr
     from qgis.core import QgsCoordinateReferenceSystem, QgsProject
 
-    from backend.raster_io import pixel_size_m
+    from tests.plugin.helpers import backend_imports
+
+    with backend_imports():
+        from backend.raster_io import pixel_size_m
     from landcover_plugin.vectorize import polygon_features
     from tests.plugin.helpers import write_class_raster
 
@@ -199,7 +205,10 @@ def test_recounted_areas_match_the_backend_row_by_row(tmp_path: Path) -> None:
     import rasterio
     from osgeo import gdal, osr
 
-    from backend.raster_io import row_pixel_areas_m2 as backend_rows
+    from tests.plugin.helpers import backend_imports
+
+    with backend_imports():
+        from backend.raster_io import row_pixel_areas_m2 as backend_rows
     from landcover_plugin.contract import LANDCOVER_CLASSES, output_files
     from landcover_plugin.vectorize import recount_areas
     from tests.plugin.helpers import write_class_raster

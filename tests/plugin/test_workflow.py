@@ -295,8 +295,8 @@ def test_large_resample_shows_size_and_time_and_no_runs_nothing(qgis_iface, proj
 
 
 def test_small_resample_does_not_ask(qgis_iface, project, crops) -> None:
-    layer = add_raster(crops["rgb"])  # 0.1 m -> 0.25 m: fewer pixels
-    assert resample_estimate(layer, MODEL).factor == pytest.approx(0.16, rel=0.02)
+    layer = add_raster(crops["rgb"])  # 0.0969 m on the ground -> 0.25 m: fewer pixels
+    assert resample_estimate(layer, MODEL).factor == pytest.approx((0.0969 / 0.25) ** 2, rel=0.02)
     dlg = make_dialog(qgis_iface, layer)
     dlg.resample_check.setChecked(True)
     dlg.ask = lambda message: pytest.fail("no question for a downsample")
