@@ -28,6 +28,9 @@ STATE_JSON = "state.json"
 HISTORY_CSV = "history.csv"
 
 
+DISTRIBUTE_MODES = ("auto", "mirrored", "none")
+
+
 @dataclass(frozen=True)
 class TrainParams:
     """Model, optimisation and augmentation settings (the seed's defaults)."""
@@ -43,6 +46,9 @@ class TrainParams:
     val_batches: int | None = None  # None: the whole val split every epoch
     seed: int = 0
     augment: AugmentParams = field(default_factory=AugmentParams)
+    #: auto: MirroredStrategy over the GPUs when there are several; mirrored: always, over the GPUs, or the
+    #: logical CPU devices when there is no GPU (how the multi-GPU path is tested on a CPU); none: one device.
+    distribute: str = "auto"
 
     def __post_init__(self) -> None:
         if self.architecture not in ("Unet", "FPN", "Linknet"):
@@ -55,6 +61,8 @@ class TrainParams:
             raise TrainingError("steps_per_epoch must be >= 1 (or null for one pass)")
         if self.val_batches is not None and self.val_batches < 1:
             raise TrainingError("val_batches must be >= 1 (or null for all)")
+        if self.distribute not in DISTRIBUTE_MODES:
+            raise TrainingError(f"distribute must be one of {', '.join(DISTRIBUTE_MODES)}, got {self.distribute!r}")
         if self.encoder_weights not in (None, "imagenet") and not Path(self.encoder_weights).expanduser().is_file():
             raise TrainingError(
                 f"encoder weights file {self.encoder_weights} does not exist; pass a local .h5 file or null"
@@ -73,11 +81,12 @@ class TrainResult:
     seconds: float
 
 
-def _strategy(tf: Any) -> Any:
-    """MirroredStrategy over every GPU when there are several; the default strategy otherwise."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
+def _strategy(tf: Any, mode: str = "auto") -> Any:
+    """The distribution strategy ``mode`` (see :attr:`TrainParams.distribute`) asks for."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if mode == "mirrored" or (mode == "auto" and len(gpus) > 1):
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
     return tf.distribute.get_strategy()
 
 
@@ -191,7 +200,7 @@ def _build_model(tf: Any, keras: Any, sm: Any, params: TrainParams, steps_per_ep
     from backend.models import build_model
 
     keras.utils.set_random_seed(params.seed)
-    strategy = _strategy(tf)
+    strategy = _strategy(tf, params.distribute)
     # Variables (model weights, optimizer slots) must be created inside the scope to be mirrored.
     with strategy.scope():
         model = build_model(

@@ -46,3 +46,46 @@ def test_resume_without_a_run_is_an_error(tiny_run, tmp_path) -> None:
     config, work, _ = tiny_run
     with pytest.raises(TrainingError, match="nothing to resume"):
         train(work / "patches", work / "split", tmp_path / "fresh", config.train, resume=True)
+
+
+def test_multi_device_training_runs_mirrored_on_two_logical_cpus(tmp_path) -> None:
+    """The several-GPU path (MirroredStrategy) runs a real training step here, on two logical CPU devices,
+    so it is known to work before anyone rents GPUs."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.conftest import REPO
+
+    code = textwrap.dedent(f"""
+        import json, sys
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from training.config import load_config
+        from training.pipeline import run_pipeline
+        from training.train import _strategy
+        work = {str(tmp_path)!r}
+        config = load_config({str(REPO / "training" / "configs" / "smoke.yaml")!r}, [
+            f"workdir={{work}}", "export.out=null", f"export.model_card={{work}}/card.md",
+            "data.synthetic.orthophotos=3", "data.synthetic.size=128", "split.train=0.4", "split.val=0.3",
+            "split.eval=0.3", "train.batch_size=2", "train.steps_per_epoch=1", "train.epochs=1",
+            "train.distribute=mirrored"])
+        assert config.train.distribute == "mirrored"
+        replicas = _strategy(tf, "mirrored").num_replicas_in_sync
+        summary = run_pipeline(config, say=lambda _m: None)
+        print(json.dumps({{"replicas": replicas, "miou": summary["best_val_miou"]}}))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2 and 0.0 <= result["miou"] <= 1.0
+    rows = list(csv.DictReader(open(tmp_path / "model" / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1"] and np.isfinite(float(rows[0]["loss"]))
+
+
+def test_distribute_mode_is_checked() -> None:
+    with pytest.raises(TrainingError, match="distribute must be one of auto, mirrored, none"):
+        TrainParams(distribute="tpu")
