@@ -27,12 +27,20 @@ INDEX_FIELDS = ["patch", "source", "row", "col"] + [f"px_{name}" for name in CLA
 
 @dataclass(frozen=True)
 class PatchParams:
-    """Patch size and stride in pixels (stride None: non-overlapping, the seed's choice)."""
+    """Patch size and stride in pixels (stride None: non-overlapping, the seed's choice).
+
+    ``gsd_m``: resample every orthophoto whose pixel size differs from it by more than 1 % to this size first
+    (images bilinear, masks nearest neighbour), so that one model sees one scale (LandCover.ai mixes 25 and
+    50 cm sheets); None keeps every orthophoto at its native pixels.
+    """
 
     size: int = 256
     stride: int | None = None
+    gsd_m: float | None = None
 
     def __post_init__(self) -> None:
+        if self.gsd_m is not None and not self.gsd_m > 0:
+            raise TrainingError(f"patch gsd_m must be a positive number of metres (or null: native), got {self.gsd_m}")
         if self.size < 32 or self.size % 32:
             raise TrainingError(f"patch size must be a multiple of 32 and >= 32, got {self.size}")
         if self.stride is not None and not 1 <= self.stride <= self.size:
@@ -108,6 +116,7 @@ def _patch_one(ortho: Orthophoto, out: Path, params: PatchParams, writer: csv._w
         raise TrainingError(f"cannot read {ortho.name} ({exc}); is it a valid GeoTIFF?") from exc
     with img_src, mask_src:
         check_pair(ortho, (img_src.height, img_src.width), (mask_src.height, mask_src.width), img_src.count)
+        img_src, mask_src = _at_gsd(img_src, params.gsd_m, "bilinear"), _at_gsd(mask_src, params.gsd_m, "nearest")
         rows, cols = grid_shape(img_src.height, img_src.width, params)
         size, step = params.size, params.step
         crop_w = (cols - 1) * step + size if cols else 0
@@ -128,6 +137,23 @@ def _patch_one(ortho: Orthophoto, out: Path, params: PatchParams, writer: csv._w
                 writer.writerow([name, ortho.name, r, c, *counts.tolist()])
                 count += 1
     return count
+
+
+def _at_gsd(src, gsd_m: float | None, resampling: str):
+    """``src`` itself, or a virtual copy of it at ``gsd_m`` metres per pixel (same extent) when it differs by >1 %."""
+    if gsd_m is None:
+        return src
+    px = abs(src.transform.a)
+    if abs(px / gsd_m - 1) <= 0.01:
+        return src
+    from affine import Affine
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    width, height = max(1, round(src.width * px / gsd_m)), max(1, round(src.height * abs(src.transform.e) / gsd_m))
+    transform = src.transform * Affine.scale(src.width / width, src.height / height)
+    return WarpedVRT(src, crs=src.crs, transform=transform, width=width, height=height,
+                     resampling=getattr(Resampling, resampling))
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:

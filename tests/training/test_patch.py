@@ -86,3 +86,33 @@ def test_missing_mask(tmp_path) -> None:
     (tmp_path / "masks" / "ok.tif").unlink()
     with pytest.raises(TrainingError, match="has no mask"):
         patch_dataset(tmp_path, tmp_path / "out", PatchParams(size=64))
+
+
+def test_mixed_resolutions_are_patched_at_one_pixel_size(tmp_path) -> None:
+    """LandCover.ai mixes 25 and 50 cm sheets: with ``gsd_m`` every sheet is patched at that size (masks by
+    nearest neighbour, so class ids stay exact); without it each keeps its native pixels."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from tests.training.conftest import write_geotiff
+
+    data = tmp_path / "data"
+    write_pair(data, "fine", *coded_pair(128, 128, seed=1))  # 0.25 m
+    image, mask = coded_pair(64, 64, seed=2)
+    (data / "images").mkdir(exist_ok=True)
+    coarse = from_origin(500_000, 400_000, 0.5, 0.5)
+    write_geotiff(data / "images" / "coarse.tif", image, coarse)
+    write_geotiff(data / "masks" / "coarse.tif", mask, coarse)
+    native = patch_dataset(data, tmp_path / "native", PatchParams(size=32))
+    assert native.per_source == {"coarse": 4, "fine": 16}
+    even = patch_dataset(data, tmp_path / "even", PatchParams(size=32, gsd_m=0.25))
+    assert even.per_source == {"coarse": 16, "fine": 16}  # 64 px at 0.5 m = 128 px at 0.25 m
+    patch_mask = np.asarray(Image.open(tmp_path / "even" / "masks" / "coarse_r001_c002.png"))
+    expected = np.repeat(np.repeat(mask, 2, axis=0), 2, axis=1)[32:64, 64:96]  # each pixel becomes 2 x 2
+    assert np.array_equal(patch_mask, expected)
+    fine = np.asarray(Image.open(tmp_path / "even" / "masks" / "fine_r001_c002.png"))
+    assert np.array_equal(fine, coded_pair(128, 128, seed=1)[1][32:64, 64:96])  # already 0.25 m: untouched
+    with rasterio.open(data / "images" / "coarse.tif") as src:
+        assert src.res == (0.5, 0.5)  # the data folder itself is never changed
+    with pytest.raises(TrainingError, match="gsd_m must be a positive"):
+        PatchParams(gsd_m=0)
