@@ -27,7 +27,7 @@ help:
 	@echo "make setup    install Debian packages (as root), create $(VENV), install pinned Python packages"
 	@echo "make lint     ruff"
 	@echo "make bench    run the benchmarks (results printed and written to benchmarks/results/)"
-	@echo "make train    run the training pipeline (CONFIG=$(CONFIG))"
+	@echo "make train    run the training pipeline (CONFIG=$(CONFIG); DATA=/path/to/landcover.ai for the real data)"
 	@echo "make smoke    run every training step end to end on tiny synthetic data"
 	@echo "make package  build dist/landcover_plugin.zip for QGIS 'Install from ZIP'"
 	@echo "make soak     a few hundred segmentations with random faults; fails if any result is lost or mixed"
@@ -74,7 +74,7 @@ demo: setup
 	@echo; echo "demo outputs in $(DEMO_OUT)/:"; ls -1 $(DEMO_OUT)/ | sed 's/^/  /'
 
 train: setup
-	$(PY) -m training run --config $(CONFIG)
+	$(PY) -m training run --config $(CONFIG) $(if $(DATA),--set data.dir=$(DATA))
 
 soak: setup
 	$(PY) scripts/soak.py --runs $${RUNS:-300}
