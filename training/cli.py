@@ -33,6 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=2048, help="scene side in pixels (default 2048)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
+    p = sub.add_parser("fake-landcoverai", help="write a small fake LandCover.ai v1 download (exact official layout)",
+                       description="Write OUTDIR/images/*.tif, OUTDIR/masks/*.tif (map-sheet names, EPSG:2180, "
+                       "25 and 50 cm pixels) and the official split lists train.txt/val.txt/test.txt of 512 px "
+                       "tiles NAME_k, with synthetic content.")
+    p.add_argument("out", type=_p, metavar="OUTDIR")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--orthophotos", type=int, default=4, help="number of orthophotos, >= 2 (default 4)")
+    p.add_argument("--size", type=int, default=1024,
+                   help="base side in pixels; 25 cm orthophotos are PX..1.5*PX, 50 cm ones half that (default 1024)")
+
+    p = sub.add_parser("check-data", help="validate a LandCover.ai v1 download (images/, masks/, split lists)",
+                       description="Check pairs, sizes, georeferencing (EPSG:2180), bands, mask values 0..4, "
+                       "pixel sizes and the official split lists; print a report. Exit 0 when usable (warnings "
+                       "allowed), 2 when not.")
+    p.add_argument("data", type=_p, metavar="DIR", help="the unpacked landcover.ai.v1 folder")
+
     p = sub.add_parser("patch", help="cut orthophotos and masks into patches (PNG) with an index.csv")
     p.add_argument("data", type=_p, metavar="DATA_DIR", help="folder with images/*.tif and masks/*.tif")
     p.add_argument("out", type=_p, metavar="PATCH_DIR")
@@ -157,6 +173,20 @@ def run_command(args: argparse.Namespace) -> int:
         params = SyntheticParams(orthophotos=args.orthophotos, size=args.size, seed=args.seed)
         names = generate_dataset(args.out, params, progress=lambda i, n: print(f"scene {i}/{n}", flush=True))
         print(f"wrote {len(names)} orthophoto(s) to {args.out}/images and masks to {args.out}/masks")
+    elif cmd == "fake-landcoverai":
+        from training.fake_landcoverai import FakeParams, generate_fake_landcoverai
+
+        lists = generate_fake_landcoverai(args.out, FakeParams(args.orthophotos, args.size, args.seed),
+                                          progress=lambda i, n, name: print(f"{i}/{n} {name}", flush=True))
+        print(f"wrote {args.orthophotos} orthophoto(s) to {args.out}/images and masks to {args.out}/masks; "
+              + ", ".join(f"{k}.txt {len(v)} tiles" for k, v in lists.items()))
+    elif cmd == "check-data":
+        from training.check_data import check_data
+
+        report = check_data(args.data)
+        print(report.format(), flush=True)
+        if not report.ok:
+            raise TrainingError(report.summary())
     elif cmd == "patch":
         from training.patch import PatchParams, patch_dataset
 

@@ -62,6 +62,11 @@ def run_pipeline(
             f"{config.data_dir}")
         generate_dataset(config.data_dir, config.data.synthetic)
         timings["synthetic"] = round(time.monotonic() - t, 1)
+    if config.data.dir is not None and step("patch"):
+        from training.check_data import require_usable
+
+        data_report = require_usable(config.data_dir)  # a bad download stops here, with the first problem
+        say(f"[check-data] {data_report.summary()}")
     if step("patch"):
         t = time.monotonic()
         s = patch_dataset(config.data_dir, patches, config.patch)

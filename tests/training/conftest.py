@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from rasterio.transform import from_origin
 
+from training.fake_landcoverai import FakeParams, generate_fake_landcoverai
 from training.synthetic import SyntheticParams, generate_dataset, write_geotiff
+
+FAKE = FakeParams(orthophotos=3, size=1024, seed=5)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,3 +75,11 @@ def tiny_run(tmp_path_factory):
     )
     summary = run_pipeline(config, say=lambda _m: None)
     return config, work, summary
+
+
+@pytest.fixture(scope="session")
+def fake_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small imitation of the LandCover.ai v1 download (official layout, names, both pixel sizes, split lists)."""
+    root = tmp_path_factory.mktemp("fake_landcoverai")
+    generate_fake_landcoverai(root, FAKE)
+    return root

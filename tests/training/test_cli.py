@@ -11,7 +11,8 @@ from tests.training.conftest import coded_pair, write_pair
 from training.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = ["synthetic", "patch", "filter", "split", "train", "evaluate", "export", "run"]
+COMMANDS = ["synthetic", "patch", "filter", "split", "train", "evaluate", "export", "run", "quantize",
+            "fake-landcoverai", "check-data"]
 
 
 def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
