@@ -8,6 +8,10 @@ from typing import Any
 from training.evaluate import markdown_table
 from training.filter import write_text
 
+#: The seed notebook's results on real LandCover.ai evaluation patches: (accuracy, macro-F1).
+SEED_RESULTS = {("Unet", "resnet18"): (0.870, 0.830), ("Unet", "resnet50"): (0.864, 0.824),
+                ("FPN", "resnet18"): (0.879, 0.830)}
+
 
 def model_card(bundle_json: Path, report: dict[str, Any] | None, train_info: dict[str, Any], command: str) -> str:
     """The card as Markdown."""
@@ -24,9 +28,7 @@ def model_card(bundle_json: Path, report: dict[str, Any] | None, train_info: dic
         f" ({bundle.architecture} / {bundle.backbone}, {bundle.input_bands} bands, tile {bundle.tile_size} px,"
         f" {bundle.gsd_m} m/px, float16 weights).",
         "",
-        f"**Trained on {bundle.provenance.get('data', 'unknown data')}.** Synthetic scenes imitate LandCover.ai's "
-        "classes and class balance but are not real orthophotos: use this model for demos, tests and installation "
-        "checks only. For real maps run the pipeline on LandCover.ai (see training/README.md).",
+        _data_paragraph(bundle.provenance),
         "",
         "## Training",
         "",
@@ -53,7 +55,40 @@ def model_card(bundle_json: Path, report: dict[str, Any] | None, train_info: dic
             s = report.get(scope)
             if s:
                 lines += [f"## {titles[scope]}", "", f"Evaluated on {s['evaluated_on']}.", "", markdown_table(s), ""]
+    lines += _seed_comparison(bundle.architecture, bundle.backbone, (report or {}).get("patches"),
+                              bundle.provenance.get("config") or {})
     return "\n".join(lines)
+
+
+def _data_paragraph(provenance: dict[str, Any]) -> str:
+    """What the model was trained on, and what that means for its use."""
+    data = provenance.get("data", "unknown data")
+    if ((provenance.get("config") or {}).get("data") or {}).get("synthetic"):
+        return (f"**Trained on {data}.** Synthetic scenes imitate LandCover.ai's classes and class balance but are "
+                "not real orthophotos: use this model for demos, tests and installation checks only. For real maps "
+                "run the pipeline on LandCover.ai (see training/README.md).")
+    return f"**Trained on {data}.**"
+
+
+def _seed_comparison(architecture: str, backbone: str, patches: dict[str, Any] | None,
+                     config: dict[str, Any]) -> list[str]:
+    """The seed notebook's figures for the same network beside this run's (eval patches), with the split used."""
+    seed = SEED_RESULTS.get((architecture, backbone))
+    if seed is None or not patches:
+        return []
+    split = (config.get("split") or {}).get("mode", "grouped")
+    return [
+        "## Compared with the seed notebook",
+        "",
+        f"Same network ({architecture} / {backbone}); the seed's figures are on its own LandCover.ai evaluation "
+        f"patches (random split), this run's on its eval patches ({split} split).",
+        "",
+        "| | accuracy | macro-F1 |",
+        "| --- | ---: | ---: |",
+        f"| seed notebook | {seed[0]:.3f} | {seed[1]:.3f} |",
+        f"| this run | {patches['accuracy']:.3f} | {patches['macro_f1']:.3f} |",
+        "",
+    ]
 
 
 def _data_line(config: dict[str, Any]) -> str:
