@@ -38,7 +38,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from . import export, job, runner
+from . import export, job
 from .contract import (
     ENV_PYTHON,
     ModelInfo,
@@ -595,14 +595,14 @@ class LandcoverDialog(QDialog):
         """Offer the runtime setup in the dialog when no worker Python is usable yet; True if one is."""
         if self.python_widget.filePath().strip():
             return True  # an explicit choice is checked when Run is pressed
-        root = Settings(runtime_dir=self.runtime_widget.filePath().strip()).runtime_root()
+        chosen = Settings(runtime_dir=self.runtime_widget.filePath().strip())  # the folder field, maybe unsaved
         try:
-            runner.find_python(None, runtime_root=root)
+            chosen.find_worker_python("")
             return True
         except DependencyError as exc:
             # Short enough for the bar beside the button (which says what it does); the whole story in Details.
             short = {"missing": "no worker runtime yet", "outdated": "the worker runtime needs an update",
-                     "broken": "the worker runtime is damaged"}[runtime_status(root).state]
+                     "broken": "the worker runtime is damaged"}[runtime_status(chosen.runtime_root()).state]
             self.bar.clearWidgets()
             push_setup_offer(self.bar, short, self.setup_runtime, exc, self)
             return False

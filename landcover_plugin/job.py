@@ -148,8 +148,7 @@ def prepare(request: SegmentRequest) -> Plan:
     layer = request.layer
     assert layer is not None
     settings = Settings.load()
-    python = runner.find_python(settings.worker_python if request.python is None else request.python,
-                                runtime_root=settings.runtime_root())
+    python = settings.find_worker_python(request.python)
     env = settings.worker_env()
     rect = export.clip_to_layer(layer, request.area)
     file_path = export.layer_file_path(layer)

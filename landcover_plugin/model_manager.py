@@ -262,7 +262,7 @@ class ModelManagerDialog(QDialog):
             return False
         settings = Settings.load()
         try:
-            python = runner.find_python(settings.worker_python, runtime_root=settings.runtime_root())
+            python = settings.find_worker_python()
             runner.run_worker([python, "-m", WORKER_MODULE, "models", "remove", listed.key, "--progress", "json"],
                               settings.worker_env(), cwd=str(BACKEND_PARENT))
         except Exception as exc:  # noqa: BLE001 - LandcoverError kinds, shown with their action
@@ -289,7 +289,7 @@ class ModelManagerDialog(QDialog):
         try:
             if not request.source:
                 raise InputError("choose a model file or enter a URL first")
-            python = runner.find_python(settings.worker_python, runtime_root=settings.runtime_root())
+            python = settings.find_worker_python()
         except Exception as exc:  # noqa: BLE001 - shown with its kind's action
             self._show_error(exc)
             return None

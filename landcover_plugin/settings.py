@@ -54,6 +54,17 @@ class Settings:
         """Where models are looked up by name, with this models folder."""
         return model_dirs(self.environ())
 
+    def find_worker_python(self, override: str | None = None) -> str:
+        """The worker Python these settings lead to (``override`` instead of the Worker Python field when given):
+        see :func:`landcover_plugin.runner.find_python` for the order.
+
+        Raises:
+            DependencyError: none usable; the message offers setting up the managed runtime.
+        """
+        from .runner import find_python
+
+        return find_python(self.worker_python if override is None else override, runtime_root=self.runtime_root())
+
     def worker_env(self) -> dict[str, str]:
         """The worker's environment: the contract's, plus this models folder."""
         return worker_env(self.environ())

@@ -344,7 +344,7 @@ def _import_onnx(path: str, scratch: Path, feedback: QgsProcessingFeedback) -> s
     from ..settings import Settings
 
     settings = Settings.load()
-    python = runner.find_python(settings.worker_python, runtime_root=settings.runtime_root())
+    python = settings.find_worker_python()
     env = {**settings.worker_env(), ENV_MODELS_DIR: str(scratch)}
     feedback.setProgressText(f"reading the model {Path(path).name}")
     result = runner.run_worker([python, "-m", WORKER_MODULE, "models", "add", path, "--progress", "json"], env,
