@@ -63,17 +63,14 @@ def pixel_size_m(crs, transform, width: int, height: int) -> tuple[float, float]
     """Pixel width and height in metres, or None without a CRS (or with a unit we cannot convert)."""
     if crs is None:
         return None
-    px = math.hypot(transform.a, transform.d)
-    py = math.hypot(transform.b, transform.e)
     if crs.is_geographic:
+        px, py = _pixel_units(transform)
         return degrees_to_metres(px, py, (transform @ (width / 2, height / 2))[1])
-    try:
-        factor = crs.linear_units_factor[1]
-    except Exception:  # noqa: BLE001 - rasterio raises CRSError or ValueError for odd units
+    nominal = _nominal_m(crs, transform)
+    if nominal is None:
         return None
-    nominal = (px * factor, py * factor)
-    ground = _ground_pixel_m(crs, transform, width / 2, height / 2)
-    return nominal if ground is None else ground_pixel_size(nominal, ground)
+    ground = _ground_pixels_m(crs, transform, [(width / 2, height / 2)])
+    return nominal if ground is None else ground_pixel_size(nominal, ground[0])
 
 
 def row_pixel_areas_m2(crs, transform, width: int, height: int) -> np.ndarray | None:
@@ -85,57 +82,48 @@ def row_pixel_areas_m2(crs, transform, width: int, height: int) -> np.ndarray | 
     """
     if crs is None:
         return None
-    centre = pixel_size_m(crs, transform, width, height)
-    if centre is None:
-        return None
-    rows = np.arange(height, dtype=np.float64) + 0.5
-    col = width / 2
+    middles = [(width / 2, r + 0.5) for r in range(height)]
     if crs.is_geographic:
-        px = math.hypot(transform.a, transform.d)
-        py = math.hypot(transform.b, transform.e)
-        lats = np.array([(transform * (col, r))[1] for r in rows])
-        return np.array([np.prod(degrees_to_metres(px, py, lat)) for lat in lats])
+        px, py = _pixel_units(transform)
+        return np.array([np.prod(degrees_to_metres(px, py, (transform * m)[1])) for m in middles])
+    nominal = _nominal_m(crs, transform)
+    if nominal is None or pixel_size_m(crs, transform, width, height) == nominal:
+        return None  # true to scale: one pixel area for all rows
+    sizes = _ground_pixels_m(crs, transform, middles)
+    return None if sizes is None else np.array([w * h for w, h in sizes])
+
+
+def _pixel_units(transform) -> tuple[float, float]:
+    """A pixel's width and height in the CRS's units."""
+    return math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e)
+
+
+def _nominal_m(crs, transform) -> tuple[float, float] | None:
+    """A projected CRS's pixel size in its own metres (None for units rasterio cannot convert)."""
     try:
         factor = crs.linear_units_factor[1]
-    except Exception:  # noqa: BLE001 - as in pixel_size_m
+    except Exception:  # noqa: BLE001 - rasterio raises CRSError or ValueError for odd units
         return None
-    px = math.hypot(transform.a, transform.d) * factor
-    py = math.hypot(transform.b, transform.e) * factor
-    if centre == (px, py):
-        return None  # true to scale: one pixel area for all rows
+    px, py = _pixel_units(transform)
+    return px * factor, py * factor
+
+
+def _ground_pixels_m(crs, transform, pixels: list[tuple[float, float]]) -> list[tuple[float, float]] | None:
+    """Width and height on the ground of the pixels centred at ``(col, row)``: their edge midpoints taken to
+    longitude and latitude (one PROJ call for all), measured on the ellipsoid. None when the CRS cannot be
+    transformed."""
     from rasterio.warp import transform as warp
 
-    xs, ys = [], []
-    for r in rows:
-        for c, rr in ((col - 0.5, r), (col + 0.5, r), (col, r - 0.5), (col, r + 0.5)):
-            x, y = transform * (c, rr)
-            xs.append(x)
-            ys.append(y)
-    try:
-        lons, lats = (np.asarray(v) for v in warp(crs, "EPSG:4326", xs, ys))
-    except Exception:  # noqa: BLE001 - PROJ errors
-        return None
-    lons, lats = lons.reshape(-1, 4), lats.reshape(-1, 4)
-    widths = np.array([ground_distance_m(a[0], b[0], a[1], b[1]) for a, b in zip(lons, lats, strict=True)])
-    heights = np.array([ground_distance_m(a[2], b[2], a[3], b[3]) for a, b in zip(lons, lats, strict=True)])
-    return widths * heights
-
-
-def _ground_pixel_m(crs, transform, col: float, row: float) -> tuple[float, float] | None:
-    """The width and height on the ground of the pixel at (col, row): its edge midpoints taken to longitude and
-    latitude, measured on the ellipsoid. None when the CRS cannot be transformed."""
-    from rasterio.warp import transform as warp
-
-    points = [transform @ (col - 0.5, row), transform @ (col + 0.5, row),
-              transform @ (col, row - 0.5), transform @ (col, row + 0.5)]
+    points = [transform @ p for col, row in pixels
+              for p in ((col - 0.5, row), (col + 0.5, row), (col, row - 0.5), (col, row + 0.5))]
     try:
         lons, lats = warp(crs, "EPSG:4326", [p[0] for p in points], [p[1] for p in points])
     except Exception:  # noqa: BLE001 - PROJ errors for CRSs without a geographic link
         return None
     if not all(map(math.isfinite, [*lons, *lats])):
         return None
-    return (ground_distance_m(lons[0], lats[0], lons[1], lats[1]),
-            ground_distance_m(lons[2], lats[2], lons[3], lats[3]))
+    return [(ground_distance_m(lons[i], lats[i], lons[i + 1], lats[i + 1]),
+             ground_distance_m(lons[i + 2], lats[i + 2], lons[i + 3], lats[i + 3])) for i in range(0, len(lons), 4)]
 
 
 @dataclass
