@@ -181,9 +181,13 @@ class ModelBundle(ModelInfo):
     provenance: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     onnx: OnnxExport | None = None
+    onnx_int8: OnnxExport | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.onnx_int8 is not None and self.onnx is None:
+            raise ModelError(f"the model bundle{self._where} has an \"onnx_int8\" entry but no \"onnx\" (float) entry "
+                             "it was quantized from; re-export with 'python -m backend export-onnx MODEL --int8 ...'")
         if self.architecture == ONNX_ARCHITECTURE and self.onnx is None:
             raise ModelError(f"an imported ({ONNX_ARCHITECTURE!r}) model needs an \"onnx\" entry{self._where}; "
                              "re-add it with 'python -m backend models add'")
@@ -210,6 +214,28 @@ class ModelBundle(ModelInfo):
         """Side of the tiles the network takes: the classified tile plus the context on both sides."""
         return self.tile_size + 2 * self.context_margin
 
+    def export_for(self, precision: str) -> OnnxExport | None:
+        """The ``fp32`` or ``int8`` ONNX export named by the JSON, whether or not its file is there."""
+        if precision not in ("fp32", "int8"):
+            raise ModelError(f"unknown precision {precision!r}; use fp32 or int8")
+        return self.onnx if precision == "fp32" else self.onnx_int8
+
+    def has_export(self, precision: str) -> bool:
+        """The ``precision`` ONNX file is on disk (the plugin zip ships one export per bundle)."""
+        export = self.export_for(precision)
+        return export is not None and export.file.is_file()
+
+    def with_precision(self, precision: str) -> ModelBundle:
+        """This bundle with ``precision``'s export as the one ONNX Runtime runs (``onnx``)."""
+        if precision == "int8":
+            if self.onnx_int8 is None:
+                raise ModelError(f"model {self.name!r} has no INT8 export; create one with 'python -m backend "
+                                 f"export-onnx {self.source or self.name} --int8 --calibration DIR|RASTER' or use "
+                                 "--precision fp32")
+            return replace(self, onnx=self.onnx_int8)
+        self.export_for(precision)  # validates the name
+        return self
+
     @property
     def has_weights(self) -> bool:
         """The TensorFlow weights file is on disk (the TensorFlow runtime needs it)."""
@@ -234,6 +260,8 @@ class ModelBundle(ModelInfo):
         }
         if self.onnx is not None:
             d["onnx"] = self.onnx.to_dict()
+        if self.onnx_int8 is not None:
+            d["onnx_int8"] = self.onnx_int8.to_dict()
         d["preprocessing"]["mean"] = list(self.preprocessing.mean)
         d["preprocessing"]["std"] = list(self.preprocessing.std)
         return d
@@ -273,6 +301,9 @@ class ModelBundle(ModelInfo):
             lines.append(f"onnx:         {self.onnx.file.name} ({self.onnx.layout}, opset {self.onnx.opset}{extra})")
             if self.onnx.describe():
                 lines.append(f"output:       {self.onnx.describe()}")
+        if self.onnx_int8 is not None:
+            there = "" if self.onnx_int8.file.is_file() else ", file not installed"
+            lines.append(f"onnx int8:    {self.onnx_int8.file.name} (static INT8{there}; --precision auto|fp32|int8)")
         source = self.provenance.get("source")
         if source:
             lines.append(f"imported from: {source}")
@@ -297,7 +328,8 @@ def bundle_from_dict(data: dict[str, Any], source: Path | None = None) -> ModelB
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"model bundle{where} has malformed preprocessing ({exc})") from exc
     onnx = _onnx_from_dict(data.get("onnx"), source, where)
-    has_onnx = onnx is not None and onnx.file.is_file()
+    onnx_int8 = _onnx_from_dict(data.get("onnx_int8"), source, where, key="onnx_int8")
+    has_onnx = any(e is not None and e.file.is_file() for e in (onnx, onnx_int8))
     weights = data.get("weights")
     if not weights and not has_onnx:
         raise ModelError(f"model bundle{where} names no weights file and no ONNX export; set \"weights\" to the "
@@ -314,20 +346,21 @@ def bundle_from_dict(data: dict[str, Any], source: Path | None = None) -> ModelB
         weights=weights_path,
         provenance=dict(data.get("provenance") or {}),
         onnx=onnx,
+        onnx_int8=onnx_int8,
     )
 
 
-def _onnx_from_dict(entry: Any, source: Path | None, where: str) -> OnnxExport | None:
-    """Parse the optional ``onnx`` entry.
+def _onnx_from_dict(entry: Any, source: Path | None, where: str, key: str = "onnx") -> OnnxExport | None:
+    """Parse the optional ``onnx`` (float) or ``onnx_int8`` entry.
 
     The file is not required here: a bundle copied without it still runs on TensorFlow, and
     ``--runtime onnx`` explains what is missing. Its checksum is checked when it is run.
     """
     if entry is None:
         return None
-    fix = "re-export it with 'python -m backend export-onnx MODEL' or delete the \"onnx\" entry from the JSON"
+    fix = f"re-export it with 'python -m backend export-onnx MODEL' or delete the \"{key}\" entry from the JSON"
     if not isinstance(entry, dict) or not entry.get("file") or not entry.get("sha256"):
-        raise ModelError(f"the \"onnx\" entry of the model bundle{where} needs \"file\" and \"sha256\"; {fix}")
+        raise ModelError(f"the \"{key}\" entry of the model bundle{where} needs \"file\" and \"sha256\"; {fix}")
     base = source.parent if source else Path.cwd()
     path = (base / str(entry["file"])).resolve()
     try:
@@ -346,7 +379,7 @@ def _onnx_from_dict(entry: Any, source: Path | None, where: str) -> OnnxExport |
             fixed_batch=None if entry.get("fixed_batch") is None else int(entry["fixed_batch"]),
         )
     except (TypeError, ValueError) as exc:
-        raise ModelError(f"the \"onnx\" entry of the model bundle{where} is malformed ({exc}); {fix}") from exc
+        raise ModelError(f"the \"{key}\" entry of the model bundle{where} is malformed ({exc}); {fix}") from exc
 
 
 def load_bundle(path: Path | str) -> ModelBundle:
@@ -404,6 +437,7 @@ def with_weights(bundle: ModelBundle, weights: Path, **changes: Any) -> ModelBun
     Any ONNX export is dropped unless given: it was converted from the old weights.
     """
     changes.setdefault("onnx", None)
+    changes.setdefault("onnx_int8", None)
     return replace(bundle, weights=Path(weights), **changes)
 
 

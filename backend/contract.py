@@ -624,6 +624,12 @@ def parse_window(text: str | None) -> tuple[int, int, int, int] | None:
 
 
 RUNTIMES = ("auto", "onnx", "tensorflow")
+#: ``--precision``: which ONNX export runs (``auto``: INT8 where the CPU has fast int8 instructions).
+PRECISIONS = ("auto", "fp32", "int8")
+#: ``--tta``: test-time augmentation, the probabilities averaged over transformed copies of each tile:
+#: ``flip`` = the tile and its left-right mirror (2 passes), ``d4`` = 4 rotations x mirror (8 passes).
+TTA_MODES = ("none", "flip", "d4")
+TTA_PASSES = {"none": 1, "flip": 2, "d4": 8}
 PROGRESS_MODES = ("bar", "json", "none")
 
 
@@ -643,10 +649,16 @@ class SegmentArgs:
     runtime: str = "auto"
     seed: int = 0
     progress: str = "json"
+    precision: str = "auto"
+    tta: str = "none"
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
             raise InputError(f"unknown runtime {self.runtime!r}; use one of {', '.join(RUNTIMES)}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if self.tta not in TTA_MODES:
+            raise InputError(f"unknown test-time augmentation {self.tta!r}; use one of {', '.join(TTA_MODES)}")
         if self.progress not in PROGRESS_MODES:
             raise InputError(f"unknown progress mode {self.progress!r}; use one of {', '.join(PROGRESS_MODES)}")
         for name in ("bands", "window"):
@@ -675,6 +687,10 @@ class SegmentArgs:
             argv += ["--runtime", self.runtime]
         if self.seed:
             argv += ["--seed", str(int(self.seed))]
+        if self.precision != "auto":
+            argv += ["--precision", self.precision]
+        if self.tta != "none":
+            argv += ["--tta", self.tta]
         return [*argv, "--progress", self.progress]
 
     def command(self, python: str) -> list[str]:
@@ -743,6 +759,8 @@ class DoneEvent:
     seconds: float = 0.0
     runtime: str = ""
     warnings: tuple[str, ...] = ()
+    precision: str = ""  # fp32 | int8 for ONNX Runtime runs
+    tta: str = "none"
     stage: ClassVar[str] = STAGE_DONE
 
 

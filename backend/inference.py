@@ -10,7 +10,9 @@ and the width only up to the block limit.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from backend.bundle import ModelBundle
-from backend.contract import DoneEvent, OutputFiles, output_files
+from backend.contract import TTA_PASSES, DoneEvent, OutputFiles, output_files
 from backend.errors import InputError, ModelError, OutputError
 from backend.outputs import (
     CONFIDENCE_NODATA,
@@ -35,10 +37,13 @@ from backend.outputs import (
     remove_stale_temps,
     write_class_metadata,
 )
+from backend.pipeline import BackgroundSink, Prefetcher
+from backend.precision import choose_precision
 from backend.progress import Progress
 from backend.raster_io import RasterSource, Window, silence_rasterio_warnings
 from backend.runtime import Runtime, make_runtime
 from backend.tiling import OUTPUT_BLOCK, ColumnBlock, TileGrid, reflect_indices
+from backend.tta import check_tta, with_tta
 from backend.write_guard import WriteGuard
 
 DEFAULT_MAX_BLOCK_WIDTH = 16384
@@ -57,6 +62,7 @@ class SegmentParams:
     overlap: int
     batch_size: int
     max_block_width: int = DEFAULT_MAX_BLOCK_WIDTH
+    overlap_io: bool = True  # read ahead and write behind in threads (False: the serial engine)
 
     def __post_init__(self) -> None:
         if not 0 <= self.overlap <= self.tile_size // 2:
@@ -95,6 +101,8 @@ class SegmentResult:
     runtime: str
     confidence: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    precision: str = ""  # fp32 | int8 (empty when a Runtime object was passed in)
+    tta: str = "none"
 
     @property
     def files(self) -> OutputFiles:
@@ -113,6 +121,8 @@ class SegmentResult:
             seconds=round(self.seconds, 3),
             runtime=self.runtime,
             warnings=tuple(self.warnings),
+            precision=self.precision,
+            tta=self.tta,
         )
 
 
@@ -204,6 +214,9 @@ def segment(
     progress: Progress | None = None,
     runtime: Runtime | str = "auto",
     max_block_width: int = DEFAULT_MAX_BLOCK_WIDTH,
+    precision: str = "auto",
+    tta: str = "none",
+    overlap_io: bool = True,
 ) -> SegmentResult:
     """Segment ``input_path`` with ``bundle`` into a styled class GeoTIFF at ``output_path``.
 
@@ -217,13 +230,21 @@ def segment(
         progress: reporter for stages, warnings and tile counts.
         runtime: a :class:`~backend.runtime.Runtime` or the name of one.
         max_block_width: widest column block processed at once (bounds memory on wide mosaics).
+        precision: ``auto``, ``fp32`` or ``int8``: which ONNX export runs (see :mod:`backend.precision`);
+            only used when ``runtime`` is a name.
+        tta: test-time augmentation, ``none``, ``flip`` or ``d4`` (see :mod:`backend.tta`).
+        overlap_io: read the next tile row and write finished rows in threads while the network runs;
+            False gives the serial engine (same output, for comparison).
 
     Raises:
         LandcoverError: an :class:`InputError`, :class:`ModelError` or :class:`OutputError` naming the fix.
     """
     started = time.perf_counter()
     progress = progress or Progress()
-    params = SegmentParams.for_bundle(bundle, overlap, batch_size, max_block_width=max_block_width)
+    params = SegmentParams.for_bundle(bundle, overlap, batch_size, max_block_width=max_block_width,
+                                      overlap_io=overlap_io)
+    choice = choose_precision(bundle, precision, runtime) if isinstance(runtime, str) else None
+    check_tta(tta)  # before any file is opened
     input_path = Path(input_path)
     output = check_output_path(Path(output_path), input_path)
     confidence = check_output_path(Path(confidence_path), input_path) if confidence_path else None
@@ -245,7 +266,17 @@ def segment(
                     f"model {bundle.name} has RANDOM weights (untrained, seed {bundle.seed}): the classes are "
                     "meaningless; use it only to check the installation or to benchmark"
                 )
-            runtime = make_runtime(bundle, runtime)
+            assert choice is not None
+            # An INT8 export runs on ONNX Runtime only: asked for explicitly, it must not fall back to TensorFlow.
+            kind = "onnx" if precision == "int8" and runtime == "auto" else runtime
+            runtime = make_runtime(bundle.with_precision(choice.precision), kind)
+            if runtime.name == "onnx" and bundle.onnx_int8 is not None:
+                progress.info(f"precision: {choice.reason}")
+        runtime_name = getattr(runtime, "name", type(runtime).__name__)
+        used_precision = "" if choice is None else (choice.precision if runtime_name == "onnx" else "fp32")
+        if tta != "none":
+            progress.info(f"test-time augmentation {tta}: {TTA_PASSES[tta]} predictions per tile")
+        runtime = with_tta(runtime, tta)
         outputs = OutputSet()
         try:
             with WriteGuard() as guard:
@@ -259,6 +290,7 @@ def segment(
             progress.close()
     result.seconds = time.perf_counter() - started
     result.warnings = list(source.info.warnings)
+    result.runtime, result.precision, result.tta = runtime_name, used_precision, tta
     return result
 
 
@@ -347,14 +379,21 @@ def _segment_source(
         sink = _RowSink(grid, source.height, bundle.num_classes, dst, conf_dst, guard, (output, confidence),
                         source.row_pixel_areas_m2())
         done = predicted = 0
-        with disk_errors(output):
-            for block in blocks:
-                sink.start_block(block)
-                for n_done, n_pred in _run_block(source, grid, block, bundle, params, runtime, sink):
-                    guard.check(output)  # a write that failed while reading or predicting: stop now
-                    done += n_done
-                    predicted += n_pred
-                    progress.advance(done)
+        with disk_errors(output), _io_threads(params.overlap_io) as (reader, writer):
+            rows_out = BackgroundSink(sink, writer)
+            try:
+                for block in blocks:
+                    rows_out.start_block(block)
+                    for n_done, n_pred in _run_block(source, grid, block, bundle, params, runtime, rows_out, reader):
+                        guard.check(output)  # a write that failed while reading or predicting: stop now
+                        done += n_done
+                        predicted += n_pred
+                        progress.advance(done)
+                rows_out.drain()
+            except BaseException:
+                rows_out.abandon()  # the writer must be idle before the datasets are closed
+                raise
+        guard.check(output)
     except BaseException:
         for ds in (conf_dst, dst):
             if ds is not None:
@@ -400,8 +439,11 @@ def _segment_source(
 
 
 def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, params: SegmentParams,
-               runtime: Runtime, finish):
-    """Predict every tile of one column block, row by row; yields ``(tiles_done, tiles_predicted)`` steps."""
+               runtime: Runtime, finish, reader: ThreadPoolExecutor | None = None):
+    """Predict every tile of one column block, row by row; yields ``(tiles_done, tiles_predicted)`` steps.
+
+    With a ``reader`` pool the next tile row is read while this one is predicted (:mod:`backend.pipeline`).
+    """
     tile = params.tile_size
     # Models whose output covers only the centre of their input (imported ONNX models) are tiled on the
     # output's grid, and each tile is read with ``margin`` pixels of context around it (reflected at the
@@ -414,6 +456,21 @@ def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, 
     capacity = min(tile + rows.stride * -(-params.batch_size // len(block.tiles)), rows.padded_length)
     acc = _Accumulator(rows.start(0), block.acc_width, bundle.num_classes, capacity)
     cols_idx = reflect_indices(block.acc_x0 - margin, block.acc_width + 2 * margin, source.width)
+
+    def read_row(r: int) -> tuple[np.ndarray, np.ndarray]:
+        return source.read(reflect_indices(rows.start(r) - margin, tile + 2 * margin, source.height), cols_idx)
+
+    reads = Prefetcher(read_row, rows.count, reader)
+    try:
+        yield from _predict_rows(reads, grid, block, bundle, params, runtime, finish, acc)
+    finally:
+        reads.cancel()
+
+
+def _predict_rows(reads: Prefetcher, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, params: SegmentParams,
+                  runtime: Runtime, finish, acc: _Accumulator):
+    """The body of :func:`_run_block`: rows of pixels in, batches predicted and blended, final rows released."""
+    tile, margin, rows = params.tile_size, bundle.context_margin, grid.rows
     weights = grid.weights[None, :, :, None]
     queue: list[tuple[int, int, np.ndarray]] = []
 
@@ -434,10 +491,9 @@ def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, 
         queue.clear()
         return n
 
-    for r in range(rows.count):
+    for r, (pixels, valid) in enumerate(reads):
         y = rows.start(r)
         acc.ensure(y + tile)
-        pixels, valid = source.read(reflect_indices(y - margin, tile + 2 * margin, source.height), cols_idx)
         valid = valid[margin : margin + tile, margin : margin + block.acc_width]  # the pixels classified
         acc.set_valid(y, valid)
         skipped = 0
@@ -461,6 +517,17 @@ def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, 
             acc.release(rows.final_before(r), finish)
         elif skipped:
             yield skipped, 0
+
+
+@contextlib.contextmanager
+def _io_threads(enabled: bool):
+    """``(reader, writer)`` single-thread pools for a run, or ``(None, None)`` for the serial engine."""
+    if not enabled:
+        yield None, None
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="landcover-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="landcover-write") as writer:
+        yield reader, writer
 
 
 def _gdal_env():

@@ -6,8 +6,9 @@ plugin finds ``backend`` inside itself when installed this way; the worker's req
 ``backend/requirements/`` (the developer-only ``dev*`` lists, if any, stay out).
 
 Model bundles ship ONNX-only, since the plugin's managed worker runtime is ONNX-only: for each bundle JSON in
-``backend/bundles/`` (``<key>/*.json`` or ``*.json``) the zip gets the JSON and the ONNX file its ``"onnx"`` ->
-``"file"`` entry names, never the TensorFlow weights; a bundle without an ONNX export is left out (with a note).
+``backend/bundles/`` (``<key>/*.json`` or ``*.json``) the zip gets the JSON and one ONNX file, the INT8 export
+(``"onnx_int8"``) when there is one, else the float ``"onnx"`` export; never the TensorFlow weights. A bundle
+without an ONNX export is left out (with a note).
 
 After writing, the zip is checked against the plugins.qgis.org rules (``scripts/check_plugin_zip.py``): the
 report is printed and any error makes this exit 1, keeping the zip for inspection. ``--no-check`` skips that.
@@ -70,18 +71,33 @@ def bundle_files(bundles: Path) -> tuple[list[Path], list[str]]:
             data = json.loads(json_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise SystemExit(f"error: cannot read model bundle {json_path}: {exc}") from None
-        onnx = data.get("onnx") if isinstance(data, dict) else None
-        onnx_name = onnx.get("file") if isinstance(onnx, dict) else None
+        onnx_name = shipped_onnx(data)
         if not onnx_name:
             notes.append(f"model bundle {json_path.relative_to(bundles)} has no ONNX export; left out of the zip")
             continue
         onnx_path = json_path.parent / onnx_name
         if not onnx_path.is_file():
-            raise SystemExit(f"error: {onnx_path} named by {json_path} is missing; export it or fix \"onnx\"")
+            raise SystemExit(f"error: {onnx_path} named by {json_path} is missing; export it or fix the JSON's "
+                             "\"onnx\"/\"onnx_int8\" entry")
         if onnx_path.resolve().parent != json_path.parent.resolve():
             raise SystemExit(f"error: {json_path} names an ONNX file outside its folder: {onnx_name}")
         files += [json_path, onnx_path]
     return sorted(set(files)), notes
+
+
+def shipped_onnx(data: object) -> str | None:
+    """The ONNX file a bundle ships with in the zip: its INT8 export when it has one, else the float one.
+
+    Both would not fit the repository's 25 MB (a U-Net-ResNet18 is 14.5 MB as INT8 and 28.8 MB as float16
+    weights); ``--precision auto`` runs the installed one (see backend/precision.py).
+    """
+    if not isinstance(data, dict):
+        return None
+    for key in ("onnx_int8", "onnx"):
+        entry = data.get(key)
+        if isinstance(entry, dict) and entry.get("file"):
+            return str(entry["file"])
+    return None
 
 
 def build(out_zip: Path, repo: Path = REPO) -> list[str]:

@@ -107,15 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quantize", help="static INT8 quantization of a bundle's ONNX export (BUNDLE.int8.onnx)",
                        description="Quantize the bundle's float ONNX export to INT8 (calibrated on its training "
-                       "patches), check it against the float model on held-out orthophotos, and make the bundle "
-                       "JSON name the INT8 file. The float file is kept.")
+                       "patches), check it against the float model on held-out orthophotos, and record the INT8 file "
+                       "as the bundle JSON's \"onnx_int8\" entry. The float export stays.")
     p.add_argument("--bundle", type=_p, required=True, metavar="BUNDLE_JSON", help="e.g. backend/bundles/default/"
                    "landcover.json (its \"onnx\" entry must be a float export)")
     p.add_argument("--calibration-tiles", type=int, default=None, metavar="N",
                    help="training patches used (default: the whole train split, at most 512)")
     p.add_argument("--out", type=_p, default=None, metavar="FILE",
                    help="INT8 file, in the bundle's folder (default: <stem>.int8.onnx beside the JSON)")
-    p.add_argument("--activations", choices=("int8", "uint8"), default="int8", help="activation type (int8)")
+    p.add_argument("--activations", choices=("uint8", "int8"), default="uint8",
+                   help="activation type (uint8: native on VNNI and ARM dot-product CPUs)")
     p.add_argument("--symmetric-activations", action="store_true", help="symmetric activation ranges")
     p.add_argument("--held-out", type=int, default=4, metavar="N",
                    help="new synthetic scenes (another seed) to check agreement on (4)")

@@ -5,8 +5,11 @@ model with ONNX Runtime's ``quantize_static``: int8 weights (symmetric, per outp
 activations (per tensor, ranges calibrated with MinMax). The classifier head (the last Conv and the
 Softmax) stays float: quantizing the logits is what flips close argmax decisions, and the head is
 one small convolution. The result is written beside the bundle JSON (atomically), checked against the
-float model on whole orthophotos, and only then named in the JSON's ``onnx`` entry, with the details
-under ``provenance["onnx_quantization"]``.
+float model on whole orthophotos, and only then named in the JSON's ``onnx_int8`` entry (the float
+``onnx`` entry stays; ``segment --precision`` chooses), with the details under
+``provenance["onnx_quantization"]``. The quantizer itself is :mod:`backend.quantize`, which
+``python -m backend export-onnx --int8`` uses with tiles from any raster; this step adds calibration on
+the model's own training patches and the check on whole held-out orthophotos.
 
 Calibration tiles are training patches: the synthetic scenes, patch grid, filter and grouped split
 recorded in the bundle's ``provenance["config"]`` are regenerated in memory (every step is
@@ -18,7 +21,6 @@ so neither overlaps the calibration data.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import tempfile
 import time
@@ -29,15 +31,22 @@ from typing import Any
 
 import numpy as np
 
-from training.errors import DependencyError, TrainingError
+from backend.quantize import (  # noqa: F401 - re-exported: the quantizer itself lives in the backend
+    ACTIVATION_TYPES,
+    METADATA_KEY,
+    QUANTIZED_SUFFIX,
+    QuantSettings,
+    default_output,
+    float_head,
+    import_quantization,
+    is_quantized,
+    quantize_onnx,
+    record_int8,
+    with_onnx_file,
+)
+from training.errors import TrainingError
 
-ACTIVATION_TYPES = ("int8", "uint8")
 MAX_DEFAULT_CALIBRATION_TILES = 512  # bounds time and memory (1 MB per tile) on large real datasets
-QUANTIZED_SUFFIX = ".int8.onnx"
-METADATA_KEY = "landcover_quantization"
-# Ops that only exist in quantized graphs: a model containing any of them is not a float model.
-_FLOAT_OPS = ("BatchNormalization",)  # left float on purpose, see quantize_onnx
-_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,8 @@ class QuantizeParams:
         calibration_tiles: training patches whose activations set the int8 ranges; None: every patch of
             the train split, at most ``MAX_DEFAULT_CALIBRATION_TILES`` (MinMax ranges from more patches
             kept more of the float model's classes: see training/reports/default_model_int8.md).
-        activations: ``int8`` (as asked for the shipped model) or ``uint8`` (faster on x86, see the report).
+        activations: ``uint8`` (native on VNNI/dot-product CPUs, where ``--precision auto`` runs INT8) or
+            ``int8`` (see the report).
         symmetric_activations: symmetric ranges (zero point 0); asymmetric keeps more resolution for
             the mostly non-negative ReLU outputs of this network.
         held_out_scenes: new synthetic scenes (never trained or calibrated on) the result is checked on.
@@ -60,7 +70,7 @@ class QuantizeParams:
     """
 
     calibration_tiles: int | None = None
-    activations: str = "int8"
+    activations: str = "uint8"
     symmetric_activations: bool = False
     held_out_scenes: int = 4
     held_out_size: int = 2048
@@ -218,132 +228,7 @@ def training_calibration_tiles(bundle: Any, count: int | None, seed: int = 0) ->
     )
 
 
-class _TileReader:
-    """ONNX Runtime's calibration data reader protocol (``get_next``), over batches of tiles."""
-
-    def __init__(self, input_name: str, tiles: np.ndarray, layout: str, batch: int = 8) -> None:
-        self._tiles, self._nchw, self._batch, self._input_name = tiles, layout == "NCHW", batch, input_name
-        self._next = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._next >= len(self._tiles):
-            return None
-        x = self._tiles[self._next:self._next + self._batch]
-        self._next += self._batch
-        # Transposed one batch at a time: a second full copy of hundreds of tiles would cost 100s of MB.
-        return {self._input_name: np.ascontiguousarray(x.transpose(0, 3, 1, 2) if self._nchw else x, np.float32)}
-
-
-# ------------------------------------------------------------------------------------------- quantization
-
-
-def _import_quantization() -> tuple[Any, Any]:
-    try:
-        import onnx
-        import onnxruntime.quantization as ortq
-    except ImportError as exc:
-        raise DependencyError(
-            f"quantization needs onnx and onnxruntime ({exc}); install them with 'make setup'"
-        ) from exc
-    return onnx, ortq
-
-
-def is_quantized(proto: Any) -> bool:
-    """True when the ONNX model already holds quantized operators."""
-    return any(node.op_type in _QUANTIZED_OPS for node in proto.graph.node)
-
-
-def float_head(proto: Any) -> list[str]:
-    """Names of the nodes from the graph output back to (and including) the last Conv: kept float."""
-    producer = {out: node for node in proto.graph.node for out in node.output}
-    names: list[str] = []
-    node = producer.get(proto.graph.output[0].name)
-    while node is not None and node.name:
-        names.append(node.name)
-        if node.op_type == "Conv":
-            break
-        node = producer.get(node.input[0]) if node.input else None
-    return names
-
-
-def quantize_onnx(fp32_path: Path, out_path: Path, calibration: np.ndarray, layout: str,
-                  params: QuantizeParams) -> dict[str, Any]:
-    """Quantize ``fp32_path`` into ``out_path`` (not atomic: callers pass a temporary name).
-
-    Args:
-        fp32_path: the float ONNX model.
-        out_path: where the QDQ model goes.
-        calibration: ``(n, tile, tile, bands)`` normalised tiles (NHWC, as the engine holds them).
-        layout: the ONNX model's layout, ``NHWC`` or ``NCHW``.
-        params: activation type and symmetry.
-
-    Returns:
-        The quantization settings, for provenance and the model's metadata.
-    """
-    onnx, ortq = _import_quantization()
-    fp32 = onnx.load(str(fp32_path))
-    if is_quantized(fp32):
-        raise TrainingError(
-            f"{fp32_path.name} is already quantized; re-export the float model with "
-            "'python -m backend export-onnx BUNDLE.json --deepness' and quantize that"
-        )
-    with tempfile.TemporaryDirectory(prefix="landcover-quant-") as tmp:
-        pre = Path(tmp) / "preprocessed.onnx"
-        # ORT's basic graph optimisation folds the float16->float32 Casts of the export into float32
-        # initializers and BatchNorm into the Convs: the quantizer only quantizes Conv weights that are
-        # initializers, and per-channel scales must be computed on the folded weights. Symbolic shape
-        # inference is for transformers and gives up on this graph; ONNX shape inference suffices.
-        ortq.quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        head = float_head(onnx.load(str(pre), load_external_data=False))
-        activation = ortq.QuantType.QInt8 if params.activations == "int8" else ortq.QuantType.QUInt8
-        input_name = fp32.graph.input[0].name
-        # BatchNormalization stays float: ORT has no integer kernel for it, so the BNs left after folding
-        # (ResNet's pre-activation ones, which follow an Add, not a Conv) run in float either way; quantizing
-        # them only adds Q/DQ pairs (measured: same agreement and speed) and warnings about rank-1 weights.
-        registered = set(ortq.registry.QDQRegistry) | set(ortq.registry.QLinearOpsRegistry)
-        ortq.quantize_static(
-            str(pre), str(out_path), _TileReader(input_name, calibration, layout),
-            quant_format=ortq.QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=activation,
-            weight_type=ortq.QuantType.QInt8,
-            nodes_to_exclude=head,
-            op_types_to_quantize=sorted(registered - set(_FLOAT_OPS)),
-            calibrate_method=ortq.CalibrationMethod.MinMax,
-            # No CalibMaxIntermediateOutputs: in ORT 1.31 it drops the ranges collected so far instead of
-            # merging them (and MinMax keeps only reduced min/max outputs, so memory is no issue).
-            extra_options={"ActivationSymmetric": params.symmetric_activations, "WeightSymmetric": True},
-        )
-    settings = {
-        "format": "QDQ",
-        "weights": "int8, symmetric, per output channel",
-        "activations": f"{params.activations}, {'symmetric' if params.symmetric_activations else 'asymmetric'}, "
-                       "per tensor",
-        "calibration_method": "MinMax",
-        "float_nodes": head,
-        "float_op_types": list(_FLOAT_OPS),
-    }
-    proto = onnx.load(str(out_path))
-    # The quantizer keeps pre-processing's metadata only by accident of its implementation; set exactly
-    # the float model's (Deepness reads class names, resolution, tiling from it) plus a note of our own.
-    del proto.metadata_props[:]
-    for prop in fp32.metadata_props:
-        proto.metadata_props.add(key=prop.key, value=prop.value)
-    proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(settings))
-    proto.producer_name = "landcover training (onnxruntime quantize_static)"
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(out_path))
-    return settings
-
-
 # ------------------------------------------------------------------------------------------- measuring
-
-
-def _with_onnx(bundle: Any, path: Path) -> Any:
-    """``bundle`` with its ONNX entry pointing at ``path`` (checksum recomputed; layout etc. unchanged)."""
-    from backend.onnx_runtime import file_sha256
-
-    return replace(bundle, onnx=replace(bundle.onnx, file=Path(path), sha256=file_sha256(Path(path))))
 
 
 def compare_models(bundle: Any, fp32_path: Path, int8_path: Path, images: Sequence[EvalImage],
@@ -360,7 +245,7 @@ def compare_models(bundle: Any, fp32_path: Path, int8_path: Path, images: Sequen
     from backend.outputs import NODATA
     from training.metrics import confusion_matrix, scores
 
-    fp32_bundle, int8_bundle = _with_onnx(bundle, fp32_path), _with_onnx(bundle, int8_path)
+    fp32_bundle, int8_bundle = with_onnx_file(bundle, fp32_path), with_onnx_file(bundle, int8_path)
     runtimes = {"fp32": (fp32_bundle, OnnxRuntime(fp32_bundle)), "int8": (int8_bundle, OnnxRuntime(int8_bundle))}
     names = [c.name for c in bundle.classes]
     out = []
@@ -400,7 +285,7 @@ def tile_latency_ms(bundle: Any, models: dict[str, Path], batch: int = 8, runs: 
 
     if batch < 1 or runs < 1:
         raise TrainingError(f"latency batch and runs must be >= 1, got {batch} and {runs}")
-    runtimes = {key: OnnxRuntime(_with_onnx(bundle, path)) for key, path in models.items()}
+    runtimes = {key: OnnxRuntime(with_onnx_file(bundle, path)) for key, path in models.items()}
     rng = np.random.default_rng(seed)
     t = bundle.tile_size
     x = bundle.preprocessing.apply(rng.integers(0, 256, (batch, t, t, bundle.input_bands)))
@@ -431,12 +316,6 @@ def held_out_scenes(bundle: Any, params: QuantizeParams, out_dir: Path) -> list[
     return [EvalImage(out_dir / "images" / f"{n}.tif", out_dir / "masks" / f"{n}.tif") for n in names]
 
 
-def default_output(bundle_json: Path) -> Path:
-    """``landcover.json`` -> ``landcover.int8.onnx`` beside it."""
-    stem = bundle_json.name[: -len(".json")] if bundle_json.name.endswith(".json") else bundle_json.stem
-    return bundle_json.with_name(stem + QUANTIZED_SUFFIX)
-
-
 def quantize_bundle(bundle_json: Path, params: QuantizeParams, out: Path | None = None,
                     evaluate: Sequence[EvalImage] = (), say: Callable[[str], None] = print) -> QuantizeReport:
     """Quantize the bundle's float ONNX export, check it, and make the bundle JSON point at it.
@@ -456,7 +335,7 @@ def quantize_bundle(bundle_json: Path, params: QuantizeParams, out: Path | None 
         LandcoverError: a missing or already quantized export, bad options, or too low an agreement.
     """
     from backend.bundle import load_bundle
-    from backend.onnx_runtime import file_sha256, verified_onnx_path
+    from backend.onnx_runtime import verified_onnx_path
 
     bundle_json = Path(bundle_json)
     bundle = load_bundle(bundle_json)
@@ -464,7 +343,7 @@ def quantize_bundle(bundle_json: Path, params: QuantizeParams, out: Path | None 
         raise TrainingError(f"model {bundle.name!r} has no ONNX export; run "
                             f"'python -m backend export-onnx {bundle_json} --deepness' first")
     fp32_path = verified_onnx_path(bundle)
-    onnx, _ = _import_quantization()
+    onnx, _ = import_quantization()
     if is_quantized(onnx.load(str(fp32_path), load_external_data=False)):
         raise TrainingError(
             f"{fp32_path.name} named by {bundle_json} is already quantized; re-export the float model with "
@@ -490,7 +369,9 @@ def quantize_bundle(bundle_json: Path, params: QuantizeParams, out: Path | None 
     say(f"calibrating and quantizing on {len(calibration.tiles)} tiles")
     part = out.with_name(out.name + ".part")
     try:
-        settings = quantize_onnx(fp32_path, part, calibration.tiles, bundle.onnx.layout, params)
+        settings = quantize_onnx(fp32_path, part, calibration.tiles, bundle.onnx.layout,
+                                 QuantSettings(params.activations, params.symmetric_activations, params.min_agreement),
+                                 producer="landcover training")
         with tempfile.TemporaryDirectory(prefix="landcover-quant-check-") as tmp:
             images = held_out_scenes(bundle, params, Path(tmp) / "scenes") + list(evaluate)
             say(f"comparing with the float model on {len(images)} orthophoto(s) through backend.inference.segment")
@@ -527,9 +408,8 @@ def quantize_bundle(bundle_json: Path, params: QuantizeParams, out: Path | None 
         "onnxruntime": onnxruntime.__version__,
         "date": _dt.date.today().isoformat(),
     }
-    onnx_entry = replace(bundle.onnx, file=out.resolve(), sha256=file_sha256(out))
-    updated = replace(bundle, onnx=onnx_entry, provenance={**bundle.provenance, "onnx_quantization": provenance})
-    updated.save(bundle_json)
-    say(f"{bundle_json} now names {out.name} (sha256 {onnx_entry.sha256[:16]}...)")
+    updated = record_int8(bundle, out, provenance)
+    assert updated.onnx_int8 is not None
+    say(f"{bundle_json} now names {out.name} as its \"onnx_int8\" export (sha256 {updated.onnx_int8.sha256[:16]}...)")
     return QuantizeReport(out, fp32_path, fp32_path.stat().st_size, out.stat().st_size, calibration,
                           comparisons, provenance)

@@ -345,10 +345,15 @@ def _fake_repo(root: Path) -> Path:
     onnx_bundle = backend / "bundles" / "default"
     onnx_bundle.mkdir(parents=True)
     (onnx_bundle / "landcover.json").write_text(json.dumps(
-        {"weights": "landcover.weights.h5", "onnx": {"file": "landcover.int8.onnx"}}))
+        {"weights": "landcover.weights.h5", "onnx": {"file": "landcover.onnx"},
+         "onnx_int8": {"file": "landcover.int8.onnx"}}))
     (onnx_bundle / "landcover.weights.h5").write_bytes(b"tf weights")
     (onnx_bundle / "landcover.int8.onnx").write_bytes(b"onnx int8")
-    (onnx_bundle / "landcover.onnx").write_bytes(b"stale fp32 export nobody names")
+    (onnx_bundle / "landcover.onnx").write_bytes(b"fp32 export: too big to ship beside the int8 one")
+    float_only = backend / "bundles" / "floatonly"
+    float_only.mkdir()
+    (float_only / "m.json").write_text(json.dumps({"onnx": {"file": "m.onnx"}}))
+    (float_only / "m.onnx").write_bytes(b"fp32 only")
     tf_only = backend / "bundles" / "tfonly"
     tf_only.mkdir()
     (tf_only / "model.json").write_text(json.dumps({"weights": "model.weights.h5"}))
@@ -365,7 +370,8 @@ def test_packager_ships_only_what_the_plugin_needs(tmp_path: Path, capsys) -> No
     assert sorted(names) == sorted(zipfile.ZipFile(out).namelist())
     top = "landcover_plugin"
     assert f"{top}/backend/bundles/default/landcover.json" in names
-    assert f"{top}/backend/bundles/default/landcover.int8.onnx" in names
+    assert f"{top}/backend/bundles/default/landcover.int8.onnx" in names  # the INT8 export, not both
+    assert f"{top}/backend/bundles/floatonly/m.onnx" in names  # the float one when there is no INT8 export
     assert not [n for n in names if n.endswith(".h5") or n.endswith("/landcover.onnx") or "/tfonly/" in n], names
     assert "no ONNX export" in capsys.readouterr().err
     assert f"{top}/backend/requirements/runtime.txt" in names
@@ -398,7 +404,8 @@ def test_packager_fails_on_check_errors_and_keeps_the_zip(tmp_path: Path, monkey
 def test_real_package_passes_the_repository_rules(tmp_path: Path) -> None:
     """The zip `make package` builds from this checkout: what ships, and the repository's verdict.
 
-    The size assertion needs the INT8 default model; with the 28.8 MB FP32 export the zip is ~26 MB.
+    The size assertion holds because one export per bundle ships: with the 28.8 MB float export beside
+    the INT8 one the zip would be ~40 MB.
     """
     out = tmp_path / "landcover_plugin.zip"
     run = subprocess.run([sys.executable, str(SCRIPTS / "package_plugin.py"), str(out)], cwd=REPO,
@@ -411,8 +418,9 @@ def test_real_package_passes_the_repository_rules(tmp_path: Path) -> None:
     assert "landcover_plugin/requirements.txt" not in names
     default = REPO / "backend" / "bundles" / "default"
     for bundle_json in sorted(default.glob("*.json")):
-        onnx = json.loads(bundle_json.read_text())["onnx"]["file"]
-        assert f"landcover_plugin/backend/bundles/default/{onnx}" in names
+        data = json.loads(bundle_json.read_text())
+        assert f"landcover_plugin/backend/bundles/default/{data['onnx_int8']['file']}" in names
+        assert f"landcover_plugin/backend/bundles/default/{data['onnx']['file']}" not in names
     report = checker.check_zip(out)
     assert run.returncode == (0 if report.ok else 1), run.stdout + run.stderr
     assert "MB" in run.stdout and checker.format_report(report, out).splitlines()[-1] in run.stdout

@@ -155,7 +155,7 @@ def test_params_are_validated(bad) -> None:
 def test_default_params_are_valid_and_output_sits_beside_the_bundle() -> None:
     p = QuantizeParams()
     assert p.calibration_tiles is None  # the whole train split (capped)
-    assert p.activations == "int8" and not p.symmetric_activations and 0 < p.min_agreement <= 1
+    assert p.activations == "uint8" and not p.symmetric_activations and 0 < p.min_agreement <= 1
     assert default_output(Path("b/landcover.json")) == Path("b/landcover.int8.onnx")
 
 
@@ -191,41 +191,39 @@ def test_quantized_file_is_int8_valid_and_keeps_metadata(quantized) -> None:
     assert json.loads(meta[METADATA_KEY])["format"] == "QDQ"
 
 
-def test_bundle_json_points_at_the_int8_file(quantized) -> None:
+def test_bundle_json_names_the_int8_file_beside_the_float_one(quantized) -> None:
     from backend.bundle import load_bundle
     from backend.onnx_runtime import file_sha256
 
     json_path, before, report = quantized
     old, new = json.loads(before), json.loads(json_path.read_text())
-    assert new["onnx"]["file"] == "tiny.int8.onnx"
-    assert new["onnx"]["sha256"] == file_sha256(report.path)
+    assert new["onnx"] == old["onnx"]  # the float export stays what --precision fp32 runs
+    assert new["onnx_int8"]["file"] == "tiny.int8.onnx"
+    assert new["onnx_int8"]["sha256"] == file_sha256(report.path)
     for key in ("opset", "layout", "deepness", "weights_sha256"):
-        assert new["onnx"][key] == old["onnx"][key]
+        assert new["onnx_int8"][key] == old["onnx"][key]
     # Everything else is as it was, plus the quantization record.
     q = new["provenance"].pop("onnx_quantization")
     assert new["provenance"] == old["provenance"]
-    assert {k: v for k, v in new.items() if k != "onnx"} == {k: v for k, v in old.items() if k != "onnx"}
+    assert {k: v for k, v in new.items() if k != "onnx_int8"} == old
     assert q["fp32_sha256"] == old["onnx"]["sha256"] and q["fp32_file"] == "tiny.onnx"
     assert q["calibration"]["tiles"] == TINY.calibration_tiles and "train-split" in q["calibration"]["source"]
     assert q["onnxruntime"] and q["date"] and q["int8_bytes"] == report.path.stat().st_size
     assert q["agreement_with_fp32"]["all"] >= TINY_MIN_AGREEMENT
-    assert load_bundle(json_path).onnx.file == report.path.resolve()
+    assert load_bundle(json_path).onnx_int8.file == report.path.resolve()
+    assert load_bundle(json_path).onnx.file == (json_path.parent / "tiny.onnx").resolve()
     assert (json_path.parent / "tiny.onnx").is_file()  # the float file is kept
 
 
 def test_quantized_bundle_runs_and_agrees_with_the_float_model(quantized) -> None:
-    from dataclasses import replace
-
     from backend.bundle import load_bundle
-    from backend.onnx_runtime import OnnxRuntime, file_sha256
+    from backend.onnx_runtime import OnnxRuntime
 
     json_path, _, report = quantized
     bundle = load_bundle(json_path)
     x = bundle.preprocessing.apply(synthetic_tiles(8))
-    int8 = OnnxRuntime(bundle).predict(x)
-    fp32_bundle = replace(bundle, onnx=replace(bundle.onnx, file=report.fp32_path,
-                                               sha256=file_sha256(report.fp32_path)))
-    fp32 = OnnxRuntime(fp32_bundle).predict(x)
+    int8 = OnnxRuntime(bundle.with_precision("int8")).predict(x)
+    fp32 = OnnxRuntime(bundle.with_precision("fp32")).predict(x)
     assert int8.shape == fp32.shape == (8, TILE, TILE, 5) and int8.dtype == np.float32
     np.testing.assert_allclose(int8.sum(-1), 1.0, atol=1e-4)  # the float Softmax still gives probabilities
     agreement = float((int8.argmax(-1) == fp32.argmax(-1)).mean())
@@ -283,8 +281,14 @@ def test_default_calibration_takes_the_whole_train_split(tmp_path) -> None:
     assert len(some.tiles) == 1 and any(np.array_equal(some.tiles[0], t) for t in every.tiles)
 
 
-def test_an_already_quantized_export_is_refused(quantized) -> None:
+def test_an_already_quantized_export_is_refused(quantized, tmp_path) -> None:
     json_path, _, _ = quantized
+    copy = tmp_path / "bundle"
+    shutil.copytree(json_path.parent, copy)
+    json_path = copy / json_path.name
+    data = json.loads(json_path.read_text())
+    data["onnx"] = data["onnx_int8"]  # a bundle whose "float" entry names a quantized file
+    json_path.write_text(json.dumps(data))
     text = json_path.read_text()
     with pytest.raises(TrainingError, match="already quantized"):
         quantize_bundle(json_path, TINY, say=lambda _m: None)
@@ -360,7 +364,7 @@ def test_cli_quantizes_and_reports(tmp_path, capsys) -> None:
                  "--held-out-size", "128", "--min-agreement", "0.9", "--latency-runs", "2", "--report", str(report)])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert json.loads(json_path.read_text())["onnx"]["file"] == "tiny.int8.onnx"
+    assert json.loads(json_path.read_text())["onnx_int8"]["file"] == "tiny.int8.onnx"
     data = json.loads(report.read_text())
     latency = data["latency_ms_per_tile"]
     assert set(latency) == {"fp32", "int8"} and all(v > 0 for v in latency.values())
@@ -383,6 +387,7 @@ def test_default_model_weights_quantize_with_high_agreement(tmp_path) -> None:
     shutil.copy(src / "landcover.weights.h5", folder)
     data = json.loads((src / "landcover.json").read_text())
     data.pop("onnx", None)
+    data.pop("onnx_int8", None)
     data["provenance"].pop("onnx_quantization", None)
     (folder / "landcover.json").write_text(json.dumps(data))
     export_onnx(load_bundle(folder / "landcover.json"), deepness=True)
@@ -395,7 +400,9 @@ def test_default_model_weights_quantize_with_high_agreement(tmp_path) -> None:
     assert report.int8_bytes < 0.6 * report.fp32_bytes
     assert report.comparisons[0].agreement >= REAL_MIN_AGREEMENT
     bundle = load_bundle(folder / "landcover.json")
-    assert bundle.onnx.file.name == "landcover.int8.onnx" and bundle.onnx.layout == "NCHW" and bundle.onnx.deepness
-    probs = OnnxRuntime(bundle).predict(bundle.preprocessing.apply(synthetic_tiles(2, tile=256, seed=11)))
+    assert bundle.onnx_int8.file.name == "landcover.int8.onnx" and bundle.onnx.file.name == "landcover.onnx"
+    assert bundle.onnx_int8.layout == "NCHW" and bundle.onnx_int8.deepness
+    tiles = bundle.preprocessing.apply(synthetic_tiles(2, tile=256, seed=11))
+    probs = OnnxRuntime(bundle.with_precision("int8")).predict(tiles)
     assert probs.shape == (2, 256, 256, 5)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
