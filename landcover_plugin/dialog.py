@@ -193,7 +193,8 @@ def report_task(iface, task: SegmentTask, add_to_map: bool = True, open_dialog=N
                 push_error(bar, exc, open_dialog, iface.mainWindow())
                 return
         summary = areas_summary(outcome.areas)
-        QgsMessageLog.logMessage(f"{outcome.layer_name} → {outcome.output}\n{summary}\nareas: "
+        how = f" ({outcome.how_run()})" if outcome.how_run() else ""  # e.g. " (INT8, TTA d4)"
+        QgsMessageLog.logMessage(f"{outcome.layer_name} → {outcome.output}{how}\n{summary}\nareas: "
                                  f"{outcome.files.areas_csv}", LOG_TAG, Qgis.Info)
         name = result_layer_name(outcome.layer_name, outcome.model.name)
 
@@ -325,12 +326,16 @@ class LandcoverDialog(QDialog):
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 256)
         self.resample_check = QCheckBox("Resample to the model's resolution when the pixel size differs")
+        self.precision_combo = self._choice_combo(job.PRECISION_CHOICES, job.PRECISION_HELP)
+        self.tta_combo = self._choice_combo(job.TTA_CHOICES, job.TTA_HELP)
         self.python_widget = QgsFileWidget()
         self.python_widget.setStorageMode(QgsFileWidget.GetFile)
         self.python_widget.lineEdit().setPlaceholderText(
             f"default: ${ENV_PYTHON}, else the Landcover runtime (Raster > Landcover > Set up runtime…)")
         form.addRow("Tile overlap", self.overlap_spin)
         form.addRow("Batch size", self.batch_spin)
+        form.addRow("Precision", self.precision_combo)
+        form.addRow("Test-time augmentation", self.tta_combo)
         form.addRow("", self.resample_check)
         form.addRow("Worker Python", self.python_widget)
         self.runtime_widget = self._folder_widget(str(Settings(runtime_dir="").runtime_root()))
@@ -418,6 +423,22 @@ class LandcoverDialog(QDialog):
                     "asks")
         return (f"the model expects {model.gsd_m:g} m: tick Resample to run at its resolution ({growth}, faster and "
                 "closer to what the model learned), or Run asks")
+
+    @staticmethod
+    def _choice_combo(choices, tooltip: str) -> QComboBox:
+        """A combo of ``(value, label)`` choices: the labels shown, the values (the contract's) as item data."""
+        combo = QComboBox()
+        for value, label in choices:
+            combo.addItem(label, value)
+        combo.setToolTip(tooltip)
+        return combo
+
+    @staticmethod
+    def _select_data(combo: QComboBox, value: str) -> None:
+        """Select the item whose data is ``value``; an unknown value (saved by hand) keeps the current item."""
+        index = combo.findData(value)
+        if index >= 0:
+            combo.setCurrentIndex(index)
 
     @staticmethod
     def _folder_widget(placeholder: str) -> QgsFileWidget:
@@ -570,7 +591,8 @@ class LandcoverDialog(QDialog):
             layer=layer, model=model, area=self.area(layer), overlap=self.overlap_spin.value(),
             batch_size=self.batch_spin.value(), bands=job.parse_bands(self.bands_edit.text()),
             resample=self.resample_check.isChecked(), output=out or None, confidence=confidence, polygons=polygons,
-            python=self.python_widget.filePath().strip() or None,
+            python=self.python_widget.filePath().strip() or None, precision=self.precision_combo.currentData(),
+            tta=self.tta_combo.currentData(),
         )
 
     # ---------------------------------------------------------------- run
@@ -693,6 +715,8 @@ class LandcoverDialog(QDialog):
         self.polygons_check.setChecked(settings.polygons)
         self.add_to_map.setChecked(settings.add_to_map)
         self.bands_edit.setText(settings.bands)
+        self._select_data(self.precision_combo, settings.precision)
+        self._select_data(self.tta_combo, settings.tta)
         self.python_widget.setFilePath(settings.worker_python)
         self.runtime_widget.setFilePath(settings.runtime_dir)
         self.models_widget.blockSignals(True)
@@ -711,6 +735,8 @@ class LandcoverDialog(QDialog):
         settings.polygons = self.polygons_check.isChecked()
         settings.add_to_map = self.add_to_map.isChecked()
         settings.bands = self.bands_edit.text()
+        settings.precision = self.precision_combo.currentData()
+        settings.tta = self.tta_combo.currentData()
         settings.worker_python = self.python_widget.filePath().strip()
         settings.runtime_dir = self.runtime_widget.filePath().strip()
         settings.models_dir = self.models_widget.filePath().strip()

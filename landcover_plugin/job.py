@@ -20,6 +20,9 @@ from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransformContex
 from . import export, runner
 from .contract import (
     BACKEND_PARENT,
+    PRECISIONS,
+    TTA_MODES,
+    TTA_PASSES,
     ModelInfo,
     OutputFiles,
     ProgressEvent,
@@ -32,6 +35,21 @@ from .errors import CancelledError, InputError, LandcoverError, ModelError, Outp
 from .settings import Settings
 
 ProgressFn = Callable[[float, str], None]
+
+#: The worker's ``--precision`` and ``--tta`` choices as the dialog and Processing offer them: ``(value, label)``
+#: in the contract's order (Processing's enums are option numbers into these lists).
+_PRECISION_LABELS = {"auto": "Auto (INT8 where the CPU supports it)", "fp32": "Float (fp32)", "int8": "INT8"}
+PRECISION_CHOICES: tuple[tuple[str, str], ...] = tuple((p, _PRECISION_LABELS.get(p, p)) for p in PRECISIONS)
+_TTA_LABELS = {"none": "None", "flip": "Flip", "d4": "D4: 8 rotations and mirrors"}
+TTA_CHOICES: tuple[tuple[str, str], ...] = tuple(
+    (m, _TTA_LABELS.get(m, m) + (f" ({TTA_PASSES[m]}x time)" if TTA_PASSES.get(m, 1) > 1 else ""))
+    for m in TTA_MODES)
+PRECISION_HELP = ("Which ONNX export of the model runs. INT8 is about 1.8x faster per tile on CPUs with VNNI, AMX or "
+                  "dot-product instructions, with at least 99.5 % of pixels the same class as float; Auto picks it "
+                  "only where it is fast (and the model has an INT8 export), else float.")
+TTA_HELP = ("Test-time augmentation: averages the predictions over transformed copies of each tile (Flip: the "
+            "tile and its mirror; D4: 4 rotations x mirror). Smoother and usually slightly more accurate, at "
+            f"N times the cost ({', '.join(f'{TTA_PASSES[m]}x' for m in TTA_MODES if TTA_PASSES.get(m, 1) > 1)}).")
 
 
 @dataclass
@@ -49,6 +67,8 @@ class SegmentRequest:
     confidence: str | None = None  # "" or None: no confidence raster; "TEMP": temporary
     polygons: str | None = None
     python: str | None = None  # None: the saved Worker Python setting (then $LANDCOVER_PYTHON, the .venv)
+    precision: str = "auto"  # contract PRECISIONS
+    tta: str = "none"  # contract TTA_MODES
 
 
 def validate(request: SegmentRequest) -> list[str]:
@@ -125,13 +145,15 @@ class Plan:
     batch_size: int | None
     bands: tuple[int, ...] | None
     layer_name: str
+    precision: str = "auto"
+    tta: str = "none"
 
     def segment_args(self, input_path: Path) -> SegmentArgs:
         """Arguments for the worker once the input file exists."""
         return SegmentArgs(
             input=str(input_path), output=str(self.output), model=self.model.spec, overlap=self.overlap,
             batch_size=self.batch_size, bands=self.bands, confidence=str(self.confidence) if self.confidence else None,
-            window=self.window if self.export_spec is None else None,
+            window=self.window if self.export_spec is None else None, precision=self.precision, tta=self.tta,
         )
 
 
@@ -184,7 +206,8 @@ def prepare(request: SegmentRequest) -> Plan:
         polygons=polygons, input_path=file_path if spec is None else None, window=window, export_spec=spec,
         mask=[QgsGeometry(g) for g in request.area.geometries] if request.area.kind == export.AREA_POLYGONS else [],
         crs=layer.crs(), transform_context=layer.transformContext(), overlap=request.overlap,
-        batch_size=request.batch_size, bands=bands, layer_name=layer.name(),
+        batch_size=request.batch_size, bands=bands, layer_name=layer.name(), precision=request.precision,
+        tta=request.tta,
     )
 
 
@@ -200,6 +223,16 @@ class Outcome:
     warnings: list[str]
     log: list[str]
     layer_name: str
+    precision: str = ""  # what ran, from the worker's done line: fp32 | int8 (ONNX Runtime), "" (TensorFlow)
+    tta: str = "none"
+
+    def how_run(self) -> str:
+        """``INT8, TTA d4``: the precision and test-time augmentation the worker reported (empty when it reported
+        neither, e.g. a TensorFlow run without TTA)."""
+        parts = [{"int8": "INT8", "fp32": "float"}[self.precision]] if self.precision in ("int8", "fp32") else []
+        if self.tta and self.tta != "none":
+            parts.append(f"TTA {self.tta}")
+        return ", ".join(parts)
 
     @property
     def files(self) -> OutputFiles:
@@ -263,7 +296,7 @@ def execute(plan: Plan, progress: ProgressFn = lambda p, m: None, is_canceled: C
                 raise CancelledError("cancelled; no output was kept")
         progress(100, "done")
         return Outcome(plan.model, plan.output, plan.confidence, plan.polygons, areas, result.warnings, result.log,
-                       plan.layer_name)
+                       plan.layer_name, result.done.precision, result.done.tta)
     except CancelledError:
         guard.cleanup()
         shutil.rmtree(plan.workdir, ignore_errors=True)

@@ -34,6 +34,8 @@ class Settings:
     polygons: bool = False
     add_to_map: bool = True
     bands: str = ""
+    precision: str = "auto"  # segment --precision: contract PRECISIONS
+    tta: str = "none"  # segment --tta: contract TTA_MODES
 
     PREFIX: ClassVar[str] = "landcover/"
 

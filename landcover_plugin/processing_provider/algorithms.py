@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgis.core import (
     QgsFeatureSink,
@@ -26,6 +26,7 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
@@ -41,6 +42,10 @@ from qgis.core import (
 )
 
 from ..errors import CancelledError, InternalError, LandcoverError
+
+if TYPE_CHECKING:
+    from ..contract import ModelInfo
+    from ..job import SegmentRequest
 
 UNTRAINED_SPEC = "untrained:Unet:resnet18"
 
@@ -151,6 +156,7 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
 
     INPUT, MODEL, MODEL_FILE, AREA, OVERLAP, BATCH_SIZE, BANDS, RESAMPLE = (
         "INPUT", "MODEL", "MODEL_FILE", "AREA", "OVERLAP", "BATCH_SIZE", "BANDS", "RESAMPLE")
+    PRECISION, TTA = "PRECISION", "TTA"
     OUTPUT, CONFIDENCE, POLYGONS, AREAS = "OUTPUT", "CONFIDENCE", "POLYGONS", "AREAS"
 
     def name(self) -> str:
@@ -160,6 +166,8 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
         return "Segment land cover"
 
     def shortHelpString(self) -> str:  # noqa: N802
+        from .. import job
+
         return (
             "Classifies an orthophoto into land-cover classes (LandCover.ai: background, building, woodland, water, "
             "road) with a Landcover model bundle. The model runs in a separate Python worker: the Worker Python "
@@ -172,10 +180,13 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
             "instead of MODEL. "
             "Layers that are not plain files "
             "(WMS, VRT, in-memory) are exported first; RESAMPLE exports at the model's resolution when the pixel size "
-            "differs. Writes a paletted class GeoTIFF (nodata 255) with class areas (.areas.json/.areas.csv) beside it."
+            "differs. Writes a paletted class GeoTIFF (nodata 255) with class areas (.areas.json/.areas.csv) beside "
+            f"it. Advanced: PRECISION: {job.PRECISION_HELP} TTA: {job.TTA_HELP}"
         )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        from .. import job
+
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Orthophoto"))
         # An enum of names (static strings: the value is the name, so qgis_process users keep passing names),
         # listed when the algorithm is created (each dialog opening sees newly installed models).
@@ -198,6 +209,12 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
             self.BANDS, "Bands, e.g. 1,2,3 (default: first bands, alpha skipped)", optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
             self.RESAMPLE, "Resample to the model's resolution when the pixel size differs", defaultValue=False))
+        # Option numbers index the contract's PRECISIONS and TTA_MODES; advanced, so existing calls keep working.
+        for name, label, choices in ((self.PRECISION, "Precision", job.PRECISION_CHOICES),
+                                     (self.TTA, "Test-time augmentation", job.TTA_CHOICES)):
+            param = QgsProcessingParameterEnum(name, label, options=[text for _, text in choices], defaultValue=0)
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Land cover"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.CONFIDENCE, "Confidence", optional=True, createByDefault=False))
@@ -242,6 +259,43 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
             parameters = {**parameters, self.MODEL: None}  # the enum's own check would refuse an unlisted name
         return super().checkParameterValues(parameters, context)
 
+    def segment_request(self, layer: QgsRasterLayer, model: ModelInfo, parameters: dict[str, Any],
+                        context: QgsProcessingContext) -> SegmentRequest:
+        """The job request the parameters ask for, with ``model`` resolved (registers the outputs to load).
+
+        Raises:
+            InputError: BANDS is not a list of band numbers.
+        """
+        from .. import export, job
+        from ..contract import PRECISIONS, TTA_MODES
+
+        area = export.Area()
+        if parameters.get(self.AREA) not in (None, ""):
+            rect = self.parameterAsExtent(parameters, self.AREA, context, layer.crs())
+            if not rect.isNull() and not rect.isEmpty():
+                area = export.Area(export.AREA_EXTENT, rect)
+        overlap = parameters.get(self.OVERLAP)
+        batch = parameters.get(self.BATCH_SIZE)
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        # Optional outputs left empty are not asked for: parameterAsOutputLayer would register an empty
+        # layer to load (batch rows pass empty definitions), which Processing reports as not generated.
+        confidence = polygons = None
+        if not _is_empty_output(parameters.get(self.CONFIDENCE)):
+            confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
+        if not _is_empty_output(parameters.get(self.POLYGONS)):
+            polygons = self.parameterAsOutputLayer(parameters, self.POLYGONS, context) or None
+        _drop_empty_loads(context)
+        return job.SegmentRequest(
+            layer=layer, model=model, area=area,
+            overlap=None if overlap in (None, "") else self.parameterAsInt(parameters, self.OVERLAP, context),
+            batch_size=None if batch in (None, "") else self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            bands=job.parse_bands(self.parameterAsString(parameters, self.BANDS, context)),
+            resample=self.parameterAsBool(parameters, self.RESAMPLE, context),
+            output=output, confidence=confidence, polygons=polygons,
+            precision=PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)],
+            tta=TTA_MODES[self.parameterAsEnum(parameters, self.TTA, context)],
+        )
+
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
@@ -252,7 +306,7 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
 
     def _process(self, layer, parameters: dict[str, Any], context: QgsProcessingContext,
                  feedback: QgsProcessingFeedback, scratch: Path) -> dict[str, Any]:
-        from .. import export, job
+        from .. import job
         from ..contract import resolve_model
         from ..settings import Settings
 
@@ -261,30 +315,7 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
             if spec.lower().endswith(".onnx"):
                 spec = _import_onnx(spec, scratch, feedback)
             model = resolve_model(spec, Settings.load().model_dirs())
-            area = export.Area()
-            if parameters.get(self.AREA) not in (None, ""):
-                rect = self.parameterAsExtent(parameters, self.AREA, context, layer.crs())
-                if not rect.isNull() and not rect.isEmpty():
-                    area = export.Area(export.AREA_EXTENT, rect)
-            overlap = parameters.get(self.OVERLAP)
-            batch = parameters.get(self.BATCH_SIZE)
-            output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-            # Optional outputs left empty are not asked for: parameterAsOutputLayer would register an empty
-            # layer to load (batch rows pass empty definitions), which Processing reports as not generated.
-            confidence = polygons = None
-            if not _is_empty_output(parameters.get(self.CONFIDENCE)):
-                confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
-            if not _is_empty_output(parameters.get(self.POLYGONS)):
-                polygons = self.parameterAsOutputLayer(parameters, self.POLYGONS, context) or None
-            _drop_empty_loads(context)
-            request = job.SegmentRequest(
-                layer=layer, model=model, area=area,
-                overlap=None if overlap in (None, "") else self.parameterAsInt(parameters, self.OVERLAP, context),
-                batch_size=None if batch in (None, "") else self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-                bands=job.parse_bands(self.parameterAsString(parameters, self.BANDS, context)),
-                resample=self.parameterAsBool(parameters, self.RESAMPLE, context),
-                output=output, confidence=confidence, polygons=polygons,
-            )
+            request = self.segment_request(layer, model, parameters, context)
             for warning in job.validate(request):
                 feedback.pushWarning(f"{warning} (set RESAMPLE=true to resample)")
             plan = job.prepare(request)
@@ -307,6 +338,8 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
         from ..styling import areas_summary
 
         feedback.pushInfo(areas_summary(outcome.areas))
+        if outcome.how_run():
+            feedback.pushInfo(f"ran with {outcome.how_run()}")
         from ..results import RANK_CLASSES, RANK_CONFIDENCE, RANK_POLYGONS, new_run_id
         from ..styling import result_layer_name
 

@@ -26,7 +26,7 @@ from qgis.core import (
 from qgis.PyQt.QtWidgets import QPushButton
 
 from landcover_plugin import export, job
-from landcover_plugin.contract import LANDCOVER_CLASSES
+from landcover_plugin.contract import LANDCOVER_CLASSES, PRECISIONS, TTA_MODES
 from landcover_plugin.dialog import LandcoverDialog
 from landcover_plugin.results import GROUP_NAME
 from landcover_plugin.settings import Settings
@@ -195,6 +195,45 @@ def test_choices_are_remembered(qgis_iface, project, crops) -> None:
     again = LandcoverDialog(qgis_iface)
     assert again.current_model().spec == UNTRAINED
     assert again.area_extent.isChecked() and again.polygons_check.isChecked()
+
+
+def worker_args(dlg: LandcoverDialog):
+    """The worker arguments a run of the dialog's current choices would use (no run)."""
+    plan = job.prepare(dlg.request())
+    try:
+        return plan.segment_args(plan.input_path)
+    finally:
+        plan.workdir.rmdir()
+
+
+def test_precision_and_tta_reach_the_worker_and_are_remembered(qgis_iface, project, crops) -> None:
+    dlg = make_dialog(qgis_iface, add_raster(crops["rgb"]))
+    combos = {"precision": dlg.precision_combo, "tta": dlg.tta_combo}
+    assert [dlg.precision_combo.itemData(i) for i in range(dlg.precision_combo.count())] == list(PRECISIONS)
+    assert [dlg.tta_combo.itemData(i) for i in range(dlg.tta_combo.count())] == list(TTA_MODES)
+    assert dlg.precision_combo.itemText(PRECISIONS.index("fp32")) == "Float (fp32)"
+    assert dlg.tta_combo.itemText(TTA_MODES.index("d4")) == "D4: 8 rotations and mirrors (8x time)"
+    assert all(combo.toolTip() for combo in combos.values())
+    default = worker_args(dlg)
+    assert (default.precision, default.tta) == ("auto", "none")
+    assert "--precision" not in default.argv() and "--tta" not in default.argv()
+
+    dlg.precision_combo.setCurrentIndex(dlg.precision_combo.findData("fp32"))
+    dlg.tta_combo.setCurrentIndex(dlg.tta_combo.findData("d4"))
+    args = worker_args(dlg)
+    assert (args.precision, args.tta) == ("fp32", "d4")
+    argv = args.argv()
+    start = argv.index("--precision")
+    assert argv[start:start + 4] == ["--precision", "fp32", "--tta", "d4"]
+
+    dlg._save_settings()
+    saved = Settings.load()
+    assert (saved.precision, saved.tta) == ("fp32", "d4")
+    again = LandcoverDialog(qgis_iface)
+    assert (again.precision_combo.currentData(), again.tta_combo.currentData()) == ("fp32", "d4")
+    Settings(precision="fp64", tta="d8").save()  # values no longer offered (edited by hand): the defaults
+    fresh = LandcoverDialog(qgis_iface)
+    assert (fresh.precision_combo.currentData(), fresh.tta_combo.currentData()) == ("auto", "none")
 
 
 # ------------------------------------------------------------------ real worker runs (slow)

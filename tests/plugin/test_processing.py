@@ -10,7 +10,10 @@ from osgeo import gdal
 from qgis.core import (
     QgsApplication,
     QgsCategorizedSymbolRenderer,
+    QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
     QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
@@ -124,6 +127,48 @@ def test_segment_parameter_errors(provider, crops, tmp_path: Path) -> None:
         processing.run("landcover:segment", {"INPUT": str(crops["rgb"]), "MODEL": UNTRAINED, "BANDS": "1,x",
                                              "OUTPUT": str(tmp_path / "o.tif")})
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_segment_precision_and_tta_are_advanced_contract_enums(provider, crops, tmp_path: Path) -> None:
+    from landcover_plugin import job
+    from landcover_plugin.contract import PRECISIONS, TTA_MODES, untrained_model
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById("landcover:segment")
+    for name, values, choices in (("PRECISION", PRECISIONS, job.PRECISION_CHOICES),
+                                  ("TTA", TTA_MODES, job.TTA_CHOICES)):
+        param = alg.parameterDefinition(name)
+        assert isinstance(param, QgsProcessingParameterEnum) and not param.usesStaticStrings()
+        assert [value for value, _ in choices] == list(values)  # option number i is the contract's value i
+        assert param.options() == [label for _, label in choices]
+        assert param.defaultValue() == 0 and values[0] in ("auto", "none")
+        assert param.flags() & QgsProcessingParameterDefinition.FlagAdvanced
+    assert alg.parameterDefinition("PRECISION").options()[PRECISIONS.index("fp32")] == "Float (fp32)"
+    assert alg.parameterDefinition("TTA").options()[TTA_MODES.index("d4")] == "D4: 8 rotations and mirrors (8x time)"
+
+    layer = QgsRasterLayer(str(crops["rgb"]), "rgb")
+
+    def worker_args(**chosen):
+        context = QgsProcessingContext()
+        parameters = {"INPUT": str(crops["rgb"]), "MODEL": UNTRAINED, "OUTPUT": str(tmp_path / "o.tif"), **chosen}
+        ok, message = alg.checkParameterValues(parameters, context)
+        assert ok, message
+        plan = job.prepare(alg.segment_request(layer, untrained_model(UNTRAINED), parameters, context))
+        try:
+            return plan.segment_args(plan.input_path)
+        finally:
+            plan.workdir.rmdir()
+
+    default = worker_args()  # scripts written before these parameters existed
+    assert (default.precision, default.tta) == ("auto", "none")
+    assert "--precision" not in default.argv() and "--tta" not in default.argv()
+    chosen = worker_args(PRECISION=PRECISIONS.index("fp32"), TTA=TTA_MODES.index("d4"))
+    assert (chosen.precision, chosen.tta) == ("fp32", "d4")
+    argv = chosen.argv()
+    assert argv[argv.index("--precision"):argv.index("--precision") + 4] == ["--precision", "fp32", "--tta", "d4"]
+    as_text = worker_args(PRECISION=str(PRECISIONS.index("int8")), TTA=str(TTA_MODES.index("flip")))  # qgis_process
+    assert (as_text.precision, as_text.tta) == ("int8", "flip")
+    assert not alg.checkParameterValues({"INPUT": str(crops["rgb"]), "MODEL": UNTRAINED, "TTA": len(TTA_MODES),
+                                         "OUTPUT": str(tmp_path / "o.tif")}, QgsProcessingContext())[0]
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ worker (``untrained:Unet:resnet18`` on small crops, a few seconds each).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -158,6 +159,28 @@ def test_success_message_stays_with_ha_percent_and_area_table(qgis_iface, projec
         assert str(outcome.files.areas_csv) in labels
     finally:
         table_dialog.close()
+
+
+def test_log_says_which_precision_and_tta_ran(qgis_iface, project, bar, tmp_path: Path) -> None:
+    plain = outcome_for(class_raster(tmp_path / "a.tif"))  # a worker that reports neither (TensorFlow, no TTA)
+    assert plain.how_run() == ""
+    assert replace(plain, precision="fp32").how_run() == "float"
+    outcome = replace(plain, precision="int8", tta="d4")
+    assert outcome.how_run() == "INT8, TTA d4"
+    logged: list[str] = []
+
+    def record(message: str, tag: str, level) -> None:
+        if tag == "Landcover":
+            logged.append(message)
+
+    log = QgsApplication.messageLog()
+    log.messageReceived.connect(record)
+    try:
+        report_task(qgis_iface, SimpleNamespace(outcome=outcome, canceled=False, error=None, input_layer_id=None))
+        spin()
+    finally:
+        log.messageReceived.disconnect(record)
+    assert any(f"{outcome.output} (INT8, TTA d4)" in message for message in logged), logged
 
 
 def test_cancel_is_reported_as_cancelled_not_failed(qgis_iface, project, bar) -> None:
