@@ -67,11 +67,13 @@ class Preprocessing:
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """Normalise a ``(..., bands)`` array of 0..255 pixel values to float32 model input."""
-        x = pixels.astype(np.float32) / np.float32(self.scale)
+        # One pass, no temporary: the same float32 values as astype() followed by the division.
+        x = np.divide(pixels, np.float32(self.scale), dtype=np.float32)
         mean = np.asarray(self.mean, np.float32)
         std = np.asarray(self.std, np.float32)
         if np.any(mean != 0) or np.any(std != 1):
-            x = (x - mean) / std
+            x -= mean
+            x /= std
         return x
 
 

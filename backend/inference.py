@@ -37,7 +37,7 @@ from backend.outputs import (
     remove_stale_temps,
     write_class_metadata,
 )
-from backend.pipeline import BackgroundSink, Prefetcher
+from backend.pipeline import OrderedWorker, Prefetcher
 from backend.precision import choose_precision
 from backend.progress import Progress
 from backend.raster_io import RasterSource, Window, silence_rasterio_warnings
@@ -380,18 +380,19 @@ def _segment_source(
                         source.row_pixel_areas_m2())
         done = predicted = 0
         with disk_errors(output), _io_threads(params.overlap_io) as (reader, writer):
-            rows_out = BackgroundSink(sink, writer)
+            blend = OrderedWorker(writer)
             try:
                 for block in blocks:
-                    rows_out.start_block(block)
-                    for n_done, n_pred in _run_block(source, grid, block, bundle, params, runtime, rows_out, reader):
+                    blend.submit(sink.start_block, block)
+                    for n_done, n_pred in _run_block(source, grid, block, bundle, params, runtime, sink, reader,
+                                                     blend):
                         guard.check(output)  # a write that failed while reading or predicting: stop now
                         done += n_done
                         predicted += n_pred
                         progress.advance(done)
-                rows_out.drain()
+                blend.drain()
             except BaseException:
-                rows_out.abandon()  # the writer must be idle before the datasets are closed
+                blend.abandon()  # the writer must be idle before the datasets are closed
                 raise
         guard.check(output)
     except BaseException:
@@ -439,10 +440,12 @@ def _segment_source(
 
 
 def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, params: SegmentParams,
-               runtime: Runtime, finish, reader: ThreadPoolExecutor | None = None):
+               runtime: Runtime, finish, reader: ThreadPoolExecutor | None = None, blend: OrderedWorker | None = None):
     """Predict every tile of one column block, row by row; yields ``(tiles_done, tiles_predicted)`` steps.
 
-    With a ``reader`` pool the next tile row is read while this one is predicted (:mod:`backend.pipeline`).
+    With a ``reader`` pool the next tile row is read while this one is predicted, and with a threaded
+    ``blend`` worker the accumulator is updated and finished rows are written on the writer thread
+    (:mod:`backend.pipeline`); this thread then only prepares batches and runs the network.
     """
     tile = params.tile_size
     # Models whose output covers only the centre of their input (imported ONNX models) are tiled on the
@@ -462,14 +465,25 @@ def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, 
 
     reads = Prefetcher(read_row, rows.count, reader)
     try:
-        yield from _predict_rows(reads, grid, block, bundle, params, runtime, finish, acc)
+        yield from _predict_rows(reads, grid, block, bundle, params, runtime, finish, acc, blend or OrderedWorker(None))
     finally:
         reads.cancel()
 
 
+def _add_batch(acc: _Accumulator, origins: list[tuple[int, int]], probs: np.ndarray, weights: np.ndarray) -> None:
+    """Weight one batch of tile predictions by the blend window and add them into the accumulator."""
+    probs = probs * weights
+    for (y, x), p in zip(origins, probs, strict=True):
+        acc.add(y, x, p)
+
+
 def _predict_rows(reads: Prefetcher, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, params: SegmentParams,
-                  runtime: Runtime, finish, acc: _Accumulator):
-    """The body of :func:`_run_block`: rows of pixels in, batches predicted and blended, final rows released."""
+                  runtime: Runtime, finish, acc: _Accumulator, blend: OrderedWorker):
+    """The body of :func:`_run_block`: rows of pixels in, batches predicted, blending handed to ``blend``.
+
+    Every accumulator call goes through ``blend`` (in order), so with a threaded worker this thread never
+    touches the accumulator.
+    """
     tile, margin, rows = params.tile_size, bundle.context_margin, grid.rows
     weights = grid.weights[None, :, :, None]
     queue: list[tuple[int, int, np.ndarray]] = []
@@ -484,18 +498,16 @@ def _predict_rows(reads: Prefetcher, grid: TileGrid, block: ColumnBlock, bundle:
                 f"the model returned shape {probs.shape}, expected {(len(queue), tile, tile, bundle.num_classes)}; "
                 "the bundle metadata does not match the network"
             )
-        probs = probs * weights
-        for (y, x, _), p in zip(queue, probs, strict=False):
-            acc.add(y, x, p)
+        blend.submit(_add_batch, acc, [(y, x) for y, x, _ in queue], probs, weights)
         n = len(queue)
         queue.clear()
         return n
 
     for r, (pixels, valid) in enumerate(reads):
         y = rows.start(r)
-        acc.ensure(y + tile)
+        blend.submit(acc.ensure, y + tile)
         valid = valid[margin : margin + tile, margin : margin + block.acc_width]  # the pixels classified
-        acc.set_valid(y, valid)
+        blend.submit(acc.set_valid, y, valid)
         skipped = 0
         for c in block.tiles:
             x = grid.cols.start(c) - block.acc_x0
@@ -507,14 +519,14 @@ def _predict_rows(reads: Prefetcher, grid: TileGrid, block: ColumnBlock, bundle:
                 n = flush()
                 yield n + skipped, n
                 skipped = 0
-                acc.release(y, finish)  # every tile of the rows above is predicted
+                blend.submit(acc.release, y, finish)  # every tile of the rows above is predicted
         if r == rows.count - 1:
             n = flush()
             yield n + skipped, n
-            acc.release(rows.final_before(r), finish)
+            blend.submit(acc.release, rows.final_before(r), finish)
         elif not queue:
             yield skipped, 0
-            acc.release(rows.final_before(r), finish)
+            blend.submit(acc.release, rows.final_before(r), finish)
         elif skipped:
             yield skipped, 0
 

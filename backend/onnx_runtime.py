@@ -239,7 +239,9 @@ class OutputReadout:
         elif raw.ndim != 3:
             raise ModelError(f"the model returned shape {raw.shape}, expected N x H x W (no class axis)")
         if self.kind == "softmax":
-            return np.ascontiguousarray(raw, dtype=np.float32)
+            # A view when the model gives float32 (an NCHW output stays strided): the engine's blending reads
+            # it once while weighting, so a contiguous copy here would only add a pass over every batch.
+            return raw if raw.dtype == np.float32 else raw.astype(np.float32)
         values = raw[..., 0] if self.class_axis else raw
         if self.kind == "sigmoid":
             p = values.astype(np.float32)

@@ -2,14 +2,16 @@
 
 The network call (ONNX Runtime or TensorFlow) releases the GIL, and so do GDAL's block reads, decoding
 and compression inside rasterio and numpy's large array operations. So while the network predicts one
-batch, the reader can fetch and decode the next tile row and the writer can argmax, count, compress and
-write the rows that just became final. Each side has exactly one thread, so the order of reads and of
+batch, the reader can fetch and decode the next tile row and the writer thread, which owns the blending
+accumulator, can weight and add the previous batch, and argmax, count, compress and write the rows that
+just became final. Each side has exactly one thread, so the order of reads and of
 writes is the serial order: the output is byte-identical to a serial run.
 
-Memory stays bounded: at most one row is read ahead, and at most ``max_pending`` batches of finished
-rows wait for the writer (the producer blocks on the oldest one beyond that). An error in a thread is
-raised in the main thread at its next hand-over, and :meth:`close` waits for the threads to finish
-before the datasets they use are closed.
+Memory stays bounded: at most one row is read ahead, and at most ``max_pending`` calls (each holding
+at most one batch of predictions) wait for the writer; the producer blocks on the oldest one beyond
+that. An error in a thread is raised in the main thread at its next hand-over, and the run waits for
+both threads to go idle (:meth:`Prefetcher.cancel`, :meth:`OrderedWorker.abandon`) before it closes
+the datasets they use.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
-
-import numpy as np
 
 T = TypeVar("T")
 
@@ -55,43 +55,36 @@ class Prefetcher:
             self._next = None
 
 
-class BackgroundSink:
-    """Hands finished rows to ``sink`` on a writer thread, in order, with a bounded queue.
+class OrderedWorker:
+    """Runs submitted calls one after another on a single thread (inline without a pool), with a bounded queue.
 
-    ``sink(y0, probs, valid)`` receives copies: the caller's buffers are reused as soon as it returns.
-    ``start_block`` calls are queued in the same order as the rows.
+    The blending side of a run (accumulating weighted tile predictions, releasing finished rows, argmax,
+    counting, writing) is a sequence of such calls: one thread owns the accumulator, so no call needs a
+    lock or a copy of its arguments, and the calls happen in exactly the serial order.
     """
 
-    def __init__(self, sink: Any, pool: ThreadPoolExecutor | None, max_pending: int = 2) -> None:
-        self.sink, self._pool, self._max = sink, pool, max_pending
+    def __init__(self, pool: ThreadPoolExecutor | None, max_pending: int = 4) -> None:
+        self._pool, self._max = pool, max_pending
         self._pending: deque[Future] = deque()
 
-    def start_block(self, block: Any) -> None:
-        self._submit(self.sink.start_block, block)
-
-    def __call__(self, y0: int, probs: np.ndarray, valid: np.ndarray) -> None:
-        if self._pool is None:
-            self.sink(y0, probs, valid)
-            return
-        self._submit(self.sink, y0, probs.copy(), valid.copy())
-
-    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(*args)``; blocks while ``max_pending`` calls wait; raises an earlier call's error."""
         if self._pool is None:
             fn(*args)
             return
         self._pending.append(self._pool.submit(fn, *args))
         while len(self._pending) > self._max:
-            self._pending.popleft().result()  # back-pressure; re-raises the writer's error here
+            self._pending.popleft().result()  # back-pressure; re-raises the worker's error here
         while self._pending and self._pending[0].done():
             self._pending.popleft().result()
 
     def drain(self) -> None:
-        """Wait until everything handed over is written; raises the first writer error."""
+        """Wait until every queued call has run; raises the first error."""
         while self._pending:
             self._pending.popleft().result()
 
     def abandon(self) -> None:
-        """Wait for queued work without raising (the run is failing already)."""
+        """Wait for queued calls without raising (the run is failing already)."""
         while self._pending:
             future = self._pending.popleft()
             future.cancel()

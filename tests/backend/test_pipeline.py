@@ -14,7 +14,7 @@ from backend import inference
 from backend.contract import output_files
 from backend.errors import InputError, OutputError
 from backend.inference import segment
-from backend.pipeline import BackgroundSink, Prefetcher
+from backend.pipeline import OrderedWorker, Prefetcher
 from backend.raster_io import RasterSource
 from tests.backend.conftest import IdentityRuntime, expected_classes
 from tests.data.rasters import random_rgb, write_raster
@@ -106,125 +106,99 @@ def test_cancel_swallows_the_error_of_the_fetch_in_flight(pool):
     reads.cancel()
 
 
-# ------------------------------------------------------------------------------ BackgroundSink
+# ------------------------------------------------------------------------------ OrderedWorker
 
-class RecordingSink:
+class Recorder:
+    """Calls made on the worker: what, in which order, on which thread; can hold at a gate or fail."""
+
     def __init__(self, fail_at: int | None = None, gate: threading.Event | None = None) -> None:
-        self.events: list[tuple] = []
+        self.events: list = []
         self.threads: set[str] = set()
         self.fail_at, self.gate = fail_at, gate
-        self.rows = 0
 
-    def start_block(self, block) -> None:
-        self.events.append(("block", block))
-
-    def __call__(self, y0, probs, valid) -> None:
+    def __call__(self, item) -> None:
         self.threads.add(threading.current_thread().name)
         if self.gate is not None:
             self.gate.wait(WAIT)
-        self.rows += 1
-        if self.rows == self.fail_at:
-            raise OutputError(f"write {self.rows} failed")
-        self.events.append(("rows", y0, probs, valid))
-
-
-def _rows(y0: int) -> tuple[np.ndarray, np.ndarray]:
-    probs = np.full((4, 6, 3), y0, np.float32)
-    valid = np.ones((4, 6), bool)
-    valid[0, 0] = False
-    return probs, valid
+        if len(self.events) + 1 == self.fail_at:
+            self.events.append(("failed", item))
+            raise OutputError(f"call {self.fail_at} failed")
+        self.events.append(item)
 
 
 @pytest.mark.parametrize("threaded", [False, True])
-def test_sink_gets_every_call_in_order_with_copies(pool, threaded):
-    gate = threading.Event()  # threaded: every call is queued before the first one is written
+def test_worker_runs_every_call_in_submission_order(pool, threaded):
+    gate = threading.Event()  # threaded: every call is queued before the first one runs
     if not threaded:
         gate.set()
-    sink = RecordingSink(gate=gate)
-    out = BackgroundSink(sink, pool if threaded else None, max_pending=10)
-    probs, valid = np.zeros((4, 6, 3), np.float32), np.zeros((4, 6), bool)
-    expected = []
-    for block in ("a", "b"):
-        out.start_block(block)
-        expected.append(("block", block))
-        for y0 in (0, 4, 8):
-            fresh_probs, fresh_valid = _rows(y0)
-            probs[:], valid[:] = fresh_probs, fresh_valid  # one reused buffer, as the accumulator does
-            out(y0, probs, valid)
-            if threaded:
-                probs[:] = -1  # the caller reuses its buffers as soon as the call returns
-                valid[:] = False
-            else:
-                probs, valid = np.zeros_like(probs), np.zeros_like(valid)
-            expected.append(("rows", y0, fresh_probs, fresh_valid))
+    calls = Recorder(gate=gate)
+    worker = OrderedWorker(pool if threaded else None, max_pending=20)
+    for item in range(12):
+        worker.submit(calls, item)
+    if not threaded:
+        assert calls.events == list(range(12))  # serial: each call ran inline
     gate.set()
-    out.drain()
-    assert [e[:2] for e in sink.events] == [e[:2] for e in expected]
-    for got, want in zip(sink.events, expected, strict=True):
-        if got[0] == "rows":
-            np.testing.assert_array_equal(got[2], want[2])
-            np.testing.assert_array_equal(got[3], want[3])
+    worker.drain()
+    assert calls.events == list(range(12))
     if threaded:
-        assert sink.threads and all(name.startswith("test-io") for name in sink.threads)
+        assert calls.threads and all(name.startswith("test-io") for name in calls.threads)
+    else:
+        assert calls.threads == {threading.main_thread().name}
 
 
-def test_the_producer_waits_when_max_pending_rows_are_queued(pool):
+def test_the_producer_waits_when_max_pending_calls_are_queued(pool):
     gate = threading.Event()
-    sink = RecordingSink(gate=gate)
-    out = BackgroundSink(sink, pool, max_pending=2)
-    probs, valid = _rows(0)
-    for y0 in (0, 4):  # one being written (held at the gate), one waiting
-        out(y0, probs, valid)
-    producer = threading.Thread(target=out, args=(8, probs, valid))
+    calls = Recorder(gate=gate)
+    worker = OrderedWorker(pool, max_pending=2)
+    for item in (0, 1):  # one running (held at the gate), one waiting
+        worker.submit(calls, item)
+    producer = threading.Thread(target=worker.submit, args=(calls, 2))
     producer.start()
     try:
         producer.join(0.2)
-        assert producer.is_alive()  # memory stays bounded: the next call waits for the writer
+        assert producer.is_alive()  # memory stays bounded: the next call waits for the worker
     finally:
         gate.set()
     producer.join(WAIT)
     assert not producer.is_alive()
-    out(12, probs, valid)
-    out.drain()
-    assert [e[1] for e in sink.events] == [0, 4, 8, 12]
+    worker.submit(calls, 3)
+    worker.drain()
+    assert calls.events == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("threaded", [False, True])
-def test_a_sink_error_surfaces_at_a_later_call_or_at_drain(pool, threaded):
-    sink = RecordingSink(fail_at=2)
-    out = BackgroundSink(sink, pool if threaded else None)
-    probs, valid = _rows(0)
-    with pytest.raises(OutputError, match="write 2 failed"):
-        for y0 in range(0, 40, 4):
-            out(y0, probs, valid)
-        out.drain()
-    assert sink.rows >= 2
+def test_a_worker_error_surfaces_at_a_later_submit_or_at_drain(pool, threaded):
+    calls = Recorder(fail_at=2)
+    worker = OrderedWorker(pool if threaded else None)
+    with pytest.raises(OutputError, match="call 2 failed"):
+        for item in range(10):
+            worker.submit(calls, item)
+        worker.drain()
+    assert calls.events[:2] == [0, ("failed", 1)]
 
 
-def test_a_sink_error_on_the_last_rows_surfaces_at_drain(pool):
+def test_an_error_in_the_last_call_surfaces_at_drain_once(pool):
     gate = threading.Event()
-    sink = RecordingSink(fail_at=1, gate=gate)
-    out = BackgroundSink(sink, pool)
-    probs, valid = _rows(0)
-    out(0, probs, valid)  # returns while the write is still held at the gate
+    calls = Recorder(fail_at=1, gate=gate)
+    worker = OrderedWorker(pool)
+    worker.submit(calls, 0)  # returns while the call is still held at the gate
     gate.set()
-    with pytest.raises(OutputError, match="write 1 failed"):
-        out.drain()
-    out.drain()  # reported once
+    with pytest.raises(OutputError, match="call 1 failed"):
+        worker.drain()
+    worker.drain()  # reported once
 
 
-def test_abandon_never_raises_and_leaves_the_writer_idle(pool):
+def test_abandon_never_raises_and_leaves_the_worker_idle(pool):
     gate = threading.Event()
-    sink = RecordingSink(fail_at=1, gate=gate)
-    out = BackgroundSink(sink, pool, max_pending=5)
-    probs, valid = _rows(0)
-    for y0 in (0, 4, 8):  # queued behind the first write, which will fail
-        out(y0, probs, valid)
+    calls = Recorder(fail_at=1, gate=gate)
+    worker = OrderedWorker(pool, max_pending=5)
+    for item in range(3):  # queued behind the first call, which will fail
+        worker.submit(calls, item)
     gate.set()
-    out.abandon()
-    out.drain()  # nothing left to raise
+    worker.abandon()
+    worker.drain()  # nothing left to raise
     assert pool.submit(lambda: "idle").result(WAIT) == "idle"
-    BackgroundSink(RecordingSink(), None).abandon()  # serial: nothing queued, nothing to do
+    OrderedWorker(None).abandon()  # serial: nothing queued, nothing to do
 
 
 # ------------------------------------------------------------------------------ whole runs
