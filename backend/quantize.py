@@ -102,8 +102,15 @@ class Int8Report:
 # ------------------------------------------------------------------------------------------- calibration
 
 
-def calibration_rasters(source: Path) -> list[Path]:
-    """``source`` itself when it is a raster file, else every raster under the folder (sorted)."""
+def calibration_rasters(source: Path | Sequence[Path]) -> list[Path]:
+    """``source`` itself when it is a raster file, every raster under it when it is a folder, or a list of files."""
+    if not isinstance(source, str | Path):
+        files = [Path(p) for p in source]
+        missing = [p for p in files if not p.is_file()]
+        if not files or missing:
+            raise InputError(f"calibration image {missing[0] if missing else '(none)'} does not exist; give existing "
+                             "rasters (training patches or orthophotos)")
+        return files
     source = Path(source)
     if source.is_file():
         return [source]
@@ -125,7 +132,7 @@ def check_tile_count(count: int) -> int:
     return count
 
 
-def raster_calibration_tiles(bundle: ModelBundle, source: Path, count: int = DEFAULT_TILES,
+def raster_calibration_tiles(bundle: ModelBundle, source: Path | Sequence[Path], count: int = DEFAULT_TILES,
                              seed: int = 0) -> CalibrationTiles:
     """``count`` model-input tiles drawn from the rasters at ``source``, with the bundle's bands and preprocessing.
 
@@ -134,9 +141,10 @@ def raster_calibration_tiles(bundle: ModelBundle, source: Path, count: int = DEF
     padded by reflection, as the engine does. Rasters whose pixel size differs from the model's are used
     as they are (calibration needs realistic value ranges, not exact scale).
     """
-    from backend.raster_io import RasterSource
+    from backend.raster_io import RasterSource, silence_rasterio_warnings
     from backend.tiling import reflect_indices
 
+    silence_rasterio_warnings()  # training patches are PNGs without georeferencing: expected here
     check_tile_count(count)
     rasters = calibration_rasters(source)
     rng = np.random.default_rng(seed)
@@ -164,7 +172,10 @@ def raster_calibration_tiles(bundle: ModelBundle, source: Path, count: int = DEF
     if not tiles:
         raise InputError(f"no calibration tile of {t} px with >= 90 % valid pixels in {source}; give rasters with "
                          "fewer nodata areas")
-    what = f"{len(rasters)} raster(s) under {source}" if Path(source).is_dir() else str(source)
+    if not isinstance(source, str | Path):
+        what = f"{len(rasters)} images ({rasters[0].parent})"
+    else:
+        what = f"{len(rasters)} raster(s) under {source}" if Path(source).is_dir() else str(source)
     return CalibrationTiles(bundle.preprocessing.apply(np.stack(tiles)),
                             f"{len(tiles)} random {t} px tiles of {what} (seed {seed})")
 

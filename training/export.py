@@ -8,6 +8,7 @@ evaluation metrics (``{"data", "trained", "config", "training", "metrics": {"mio
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ class ExportParams:
     default_batch_size: int = 8
     onnx: bool = False  # also write the backend's ONNX export beside the weights (python -m backend export-onnx)
     deepness: bool = False  # ONNX in the Deepness plugin's layout (NCHW + metadata)
+    int8: bool = False  # also a static INT8 export (backend/quantize.py), calibrated on train-split patches
+    int8_tiles: int = 256  # calibration tiles (train patches) for it
+    int8_min_agreement: float = 0.995  # refuse the INT8 export below this class agreement with the float one
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -38,6 +42,12 @@ class ExportParams:
             raise TrainingError(f"export tile_size must be a multiple of 32, got {self.tile_size}")
         if not self.gsd_m > 0:
             raise TrainingError(f"export gsd_m must be > 0, got {self.gsd_m}")
+        if self.int8 and not self.onnx:
+            raise TrainingError("export int8: true needs onnx: true (the INT8 export is quantized from the float one)")
+        if not 1 <= self.int8_tiles <= 4096:
+            raise TrainingError(f"export int8_tiles must be 1..4096, got {self.int8_tiles}")
+        if not 0 < self.int8_min_agreement <= 1:
+            raise TrainingError(f"export int8_min_agreement must be in (0, 1], got {self.int8_min_agreement}")
 
 
 def weights_path_for(json_path: Path) -> Path:
@@ -66,6 +76,26 @@ def metrics_for_provenance(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _export_int8(json_path: Path, params: ExportParams, calibration: Sequence[Path],
+                 say: Callable[[str], None]) -> None:
+    """Add the INT8 export; one that loses too many classes is left out with a note (the float bundle is complete)."""
+    from backend.bundle import load_bundle
+    from backend.errors import ModelError
+    from backend.quantize import QuantSettings, quantize_export, raster_calibration_tiles
+
+    if not calibration:
+        raise TrainingError("export int8: true needs calibration images (the train split's patches); run the "
+                            "export step from 'python -m training run'")
+    bundle = load_bundle(json_path)
+    tiles = raster_calibration_tiles(bundle, list(calibration), min(params.int8_tiles, len(calibration)))
+    try:
+        report = quantize_export(bundle, tiles, QuantSettings(min_agreement=params.int8_min_agreement))
+    except ModelError as exc:
+        say(f"INT8 export not written: {exc}")
+        return
+    say(f"INT8 export {report.path.name}: {100 * report.agreement:.3f} % of calibration pixels keep the float class")
+
+
 def export_bundle(
     model_dir: Path,
     json_path: Path,
@@ -73,8 +103,14 @@ def export_bundle(
     report: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
     weights: Path | None = None,
+    calibration: Sequence[Path] = (),
+    say: Callable[[str], None] = print,
 ) -> Path:
-    """Write ``json_path`` and its ``.weights.h5`` (float16) from ``model_dir``'s best checkpoint."""
+    """Write ``json_path`` and its ``.weights.h5`` (float16) from ``model_dir``'s best checkpoint.
+
+    With ``params.onnx`` the float ONNX export follows, and with ``params.int8`` its INT8 export,
+    calibrated on the ``calibration`` images (the train split's patches, from the pipeline).
+    """
     from backend.bundle import ModelBundle, Preprocessing
     from backend.errors import LandcoverError
     from backend.models import build_model, load_weights, save_weights
@@ -124,6 +160,8 @@ def export_bundle(
             from backend.onnx_export import export_onnx
 
             export_onnx(load_bundle(json_path), deepness=params.deepness)
+            if params.int8:
+                _export_int8(json_path, params, calibration, say)
         return json_path
     except LandcoverError as exc:
         raise type(exc)(f"export failed: {exc}") from exc

@@ -37,7 +37,7 @@ def run_pipeline(
     from training.filter import filter_patches, format_report
     from training.model_card import write_model_card
     from training.patch import patch_dataset
-    from training.split import split_patches
+    from training.split import read_split, split_patches
     from training.synthetic import generate_dataset
     from training.train import read_train_json, train
 
@@ -99,7 +99,10 @@ def run_pipeline(
     if step("export"):
         if report is None and (eval_dir / "report.json").is_file():
             report = json.loads((eval_dir / "report.json").read_text())
-        out = export_bundle(model_dir, config.bundle_json, config.export.params, report=report, config=resolved)
+        calibration = ([patches / "images" / f"{name}.png" for name in read_split(split_dir, "train")]
+                       if config.export.params.int8 else [])
+        out = export_bundle(model_dir, config.bundle_json, config.export.params, report=report, config=resolved,
+                            calibration=calibration, say=lambda m: say(f"[export] {m}"))
         say(f"[export] bundle {out}")
         summary["bundle"] = str(out)
         if config.export.model_card:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from training.pipeline import run_pipeline
@@ -17,3 +18,59 @@ def test_model_card_and_rerun_from_evaluate(tiny_run) -> None:
     summary = run_pipeline(config, start="evaluate", say=lambda _m: None)
     assert (work / "model" / "history.csv").read_text() == history  # no retraining
     assert "train" not in summary["timings_s"] and summary["orthophotos_miou"] is not None
+
+
+def test_export_step_can_write_a_checked_int8_export(tiny_run, tmp_path) -> None:
+    """``export.params.int8: true``: the float ONNX export, then its INT8 export calibrated on the train patches."""
+    from dataclasses import replace
+
+    import onnx
+
+    from backend.bundle import load_bundle
+    from backend.onnx_runtime import OnnxRuntime, file_sha256
+    from backend.quantize import is_quantized
+    from training.split import read_split
+
+    config, work, _ = tiny_run
+    # The smoke model is barely trained (2 steps): its class scores are close, so the gate is lowered here.
+    params = replace(config.export.params, onnx=True, deepness=True, int8=True, int8_tiles=6, int8_min_agreement=0.5)
+    out = tmp_path / "bundle" / "landcover.json"
+    run_pipeline(replace(config, export=replace(config.export, out=str(out), model_card=None, params=params)),
+                 start="export", say=lambda _m: None)
+    bundle = load_bundle(out)
+    assert bundle.onnx is not None and bundle.onnx_int8 is not None
+    assert bundle.onnx_int8.sha256 == file_sha256(bundle.onnx_int8.file)
+    assert is_quantized(onnx.load(str(bundle.onnx_int8.file))) and not is_quantized(onnx.load(str(bundle.onnx.file)))
+    record = bundle.provenance["onnx_quantization"]
+    train = read_split(work / "split", "train")
+    assert record["calibration"]["tiles"] == min(6, len(train)) and "images" in record["calibration"]["source"]
+    probs = OnnxRuntime(bundle.with_precision("int8")).predict(
+        bundle.preprocessing.apply(np.zeros((1, bundle.tile_size, bundle.tile_size, 3), np.uint8)))
+    assert probs.shape == (1, bundle.tile_size, bundle.tile_size, bundle.num_classes)
+
+
+def test_int8_export_without_the_float_export_is_a_config_error() -> None:
+    from training.errors import TrainingError
+    from training.export import ExportParams
+
+    with pytest.raises(TrainingError, match="int8: true needs onnx: true"):
+        ExportParams(int8=True)
+
+
+def test_a_refused_int8_export_leaves_the_float_bundle_and_says_why(tiny_run, tmp_path, monkeypatch) -> None:
+    from dataclasses import replace
+
+    from backend.bundle import load_bundle
+
+    config, _, _ = tiny_run
+    monkeypatch.setattr("backend.quantize.tile_agreement", lambda *a, **k: 0.9)  # as a badly quantizing model
+    params = replace(config.export.params, onnx=True, int8=True, int8_tiles=4)
+    out = tmp_path / "bundle" / "landcover.json"
+    said: list[str] = []
+    run_pipeline(replace(config, export=replace(config.export, out=str(out), model_card=None, params=params)),
+                 start="export", say=said.append)
+    bundle = load_bundle(out)
+    assert bundle.onnx_int8 is None and bundle.onnx.file.is_file()
+    assert not [p for p in out.parent.iterdir() if "int8" in p.name]
+    notes = [m for m in said if "INT8 export" in m]
+    assert len(notes) == 1 and "not written" in notes[0] and "on only 90.000 %" in notes[0]
