@@ -63,7 +63,8 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/bench_engine.py
-	@if [ -f benchmarks/bench_runtimes.py ]; then $(PY) benchmarks/bench_runtimes.py; fi
+	$(PY) benchmarks/bench_runtimes.py
+	$(PY) benchmarks/bench_precision.py
 
 demo: setup
 	@mkdir -p $(DEMO_OUT)
