@@ -65,6 +65,7 @@ bench: setup
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_runtimes.py
 	$(PY) benchmarks/bench_precision.py
+	$(PY) benchmarks/bench_batch.py
 
 demo: setup
 	@mkdir -p $(DEMO_OUT)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m backend segment | models [list|add|remove] | info | preview | export-onnx``.
+"""Command line: ``python -m backend segment | batch | models [list|add|remove] | info | preview | export-onnx``.
 
 Exit codes: 0 success, 2 bad input or usage (one line on stderr naming the problem and the fix),
 1 anything else (a bug: the traceback is printed), 130 interrupted or cancelled. With
@@ -89,6 +89,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="bar (default), json (one JSON object per line on stdout, for the QGIS plugin) or none",
     )
 
+    bat = sub.add_parser(
+        "batch", help="segment many sheets or a large mosaic on Dask (local or a cluster), resumable",
+        description="Segment every INPUT — rasters, folders of rasters, glob patterns; a raster larger than --chunk "
+        "(a mosaic, e.g. a VRT) is split into chunks on one shared tile grid, identical to one run over it — into "
+        "OUTDIR: one class raster per sheet/chunk, mosaic.vrt (+ .qml) over them, areas.csv/areas.json, and "
+        "manifest.jsonl (one line per finished item). Runs on a Dask LocalCluster sized to this machine, or on an "
+        "existing cluster with --scheduler. Exit code 2 when any item failed (the others are complete).",
+    )
+    bat.add_argument("inputs", nargs="+", metavar="INPUT", help="raster, folder of rasters, or glob pattern")
+    bat.add_argument("outdir", metavar="OUTDIR", help="folder for the outputs (created)")
+    bat.add_argument("--model", help="bundle .json path or model name/key (default: the bundled default); "
+                     "workers elsewhere must see the same path")
+    bat.add_argument("--workers", type=int, help="local worker processes (default: cores / threads per worker)")
+    bat.add_argument("--threads-per-worker", type=int, help="inference threads per worker (default 1)")
+    bat.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786, "
+                     "instead of a local cluster (workers need the runtime and the same paths)")
+    bat.add_argument("--resume", action="store_true",
+                     help="continue a batch in OUTDIR: skip items whose outputs match the manifest, redo the rest")
+    bat.add_argument("--chunk", type=int, default=8192, metavar="PX",
+                     help="split rasters larger than this on a side into chunks of about this size (default 8192; "
+                     "a multiple of 256)")
+    bat.add_argument("--precision", default="auto", choices=PRECISIONS, help="as for segment (default auto)")
+    bat.add_argument("--tta", default="none", choices=TTA_MODES, help="as for segment (default none)")
+    bat.add_argument("--progress", choices=PROGRESS_MODES, default="bar",
+                     help="bar (default), json (worker protocol lines, for the QGIS plugin) or none")
+
     models = sub.add_parser(
         "models", help="list, add or remove models",
         description="List the bundled and user models (the default action), add a Deepness ONNX model or a "
@@ -176,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     json_mode = getattr(args, "progress", None) == "json"
     signal.signal(signal.SIGTERM, _terminate)
-    commands = {"segment": _segment, "models": _models, "info": _info, "preview": _preview,
+    commands = {"segment": _segment, "batch": _batch, "models": _models, "info": _info, "preview": _preview,
                 "export-onnx": _export_onnx, "doctor": _doctor}
     try:
         return commands[args.command](args)
@@ -237,6 +263,28 @@ def _segment(args: argparse.Namespace) -> int:
         print(f"wrote {result.output} ({result.width} x {result.height} px, {result.tiles_predicted} tiles, "
               f"{result.seconds:.1f} s, {how})", file=sys.stderr)
         print(result.areas.table())
+    return EXIT_OK
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from backend.batch import BatchParams, run_batch
+    from backend.progress import make_progress
+
+    params = BatchParams(tuple(args.inputs), Path(args.outdir), model=args.model, workers=args.workers,
+                         threads_per_worker=args.threads_per_worker, scheduler=args.scheduler, resume=args.resume,
+                         chunk=args.chunk, precision=args.precision, tta=args.tta)
+    result = run_batch(params, make_progress(args.progress))
+    summary = result.summary()
+    if result.failed:
+        raise InputError(summary.replace("\n", "; ") + "; fix or remove them, then rerun with --resume")
+    if args.progress == "json":
+        print(encode_event(InfoEvent(summary)), flush=True)
+        print(encode_event(DoneEvent(output=str(result.mosaic or result.outdir), areas=result.areas,
+                                     seconds=round(result.seconds, 3), warnings=tuple(result.warnings))), flush=True)
+    else:
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(summary)
     return EXIT_OK
 
 

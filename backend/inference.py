@@ -217,6 +217,7 @@ def segment(
     precision: str = "auto",
     tta: str = "none",
     overlap_io: bool = True,
+    chunk: Window | None = None,
 ) -> SegmentResult:
     """Segment ``input_path`` with ``bundle`` into a styled class GeoTIFF at ``output_path``.
 
@@ -235,6 +236,9 @@ def segment(
         tta: test-time augmentation, ``none``, ``flip`` or ``d4`` (see :mod:`backend.tta`).
         overlap_io: read the next tile row and write finished rows in threads while the network runs;
             False gives the serial engine (same output, for comparison).
+        chunk: classify only this pixel window of the (windowed or resampled) input, on the whole input's
+            tile grid: the output covers the window and equals that part of a run over everything, pixel
+            for pixel (how :mod:`backend.batch` splits a mosaic). A chunk wholly in nodata is no error.
 
     Raises:
         LandcoverError: an :class:`InputError`, :class:`ModelError` or :class:`OutputError` naming the fix.
@@ -281,7 +285,7 @@ def segment(
         try:
             with WriteGuard() as guard:
                 result = _segment_source(source, output, confidence, bundle, params, runtime, progress, outputs,
-                                         guard)
+                                         guard, chunk)
             outputs.commit()
         except BaseException:
             outputs.discard()
@@ -299,8 +303,10 @@ class _RowSink:
 
     def __init__(self, grid: TileGrid, height: int, num_classes: int, dst, conf_dst,
                  guard: WriteGuard | None = None, paths: tuple[Path | None, Path | None] = (None, None),
-                 row_areas_m2: np.ndarray | None = None) -> None:
+                 row_areas_m2: np.ndarray | None = None, own: Window | None = None) -> None:
         self.grid, self.height, self.num_classes = grid, height, num_classes
+        # The pixels this run writes (a chunk of the raster, or all of it), in raster coordinates.
+        self.own = own or Window(0, 0, grid.width, height)
         self.dst, self.conf_dst = dst, conf_dst
         self.guard, self.paths = guard, paths
         self.counts = np.zeros(num_classes, np.int64)
@@ -312,14 +318,16 @@ class _RowSink:
     def start_block(self, block: ColumnBlock) -> None:
         """Rows handed over from now on belong to ``block``."""
         self.block = block
-        self.writer = _AlignedWriter(self.dst, block.x0, block.x1, self.height, self.guard, self.paths[0])
-        self.conf_writer = (_AlignedWriter(self.conf_dst, block.x0, block.x1, self.height, self.guard, self.paths[1])
+        x0, x1, rows = block.x0 - self.own.col_off, block.x1 - self.own.col_off, self.own.height
+        self.writer = _AlignedWriter(self.dst, x0, x1, rows, self.guard, self.paths[0])
+        self.conf_writer = (_AlignedWriter(self.conf_dst, x0, x1, rows, self.guard, self.paths[1])
                             if self.conf_dst else None)
 
     def __call__(self, y0: int, probs: np.ndarray, valid: np.ndarray) -> None:
-        """Accumulator rows ``y0 .. y0 + len(probs)`` are final (rows outside the raster are padding)."""
+        """Accumulator rows ``y0 .. y0 + len(probs)`` are final (rows outside the owned window are dropped)."""
         block = self.block
-        lo, hi = max(0, y0), min(self.height, y0 + len(probs))
+        top, bottom = self.own.row_off, self.own.row_off + self.own.height
+        lo, hi = max(top, y0), min(bottom, y0 + len(probs))
         if hi <= lo:
             return
         xs = slice(block.x0 - block.acc_x0, block.x1 - block.acc_x0)
@@ -349,19 +357,27 @@ def _segment_source(
     progress: Progress,
     outputs: OutputSet,
     guard: WriteGuard,
+    chunk: Window | None = None,
 ) -> SegmentResult:
     import rasterio
 
     grid = TileGrid(source.height, source.width, params.tile_size, params.overlap, NETWORK_STRIDE)
-    blocks = grid.column_blocks(params.max_block_width)
-    total = sum(len(b.tiles) for b in blocks) * grid.rows.count
+    own = _check_chunk(chunk, source) if chunk is not None else Window(0, 0, source.width, source.height)
+    blocks = grid.column_blocks(params.max_block_width, own.col_off, own.col_off + own.width)
+    tile_rows = grid.rows.tiles_touching(own.row_off, own.row_off + own.height)
+    total = sum(len(b.tiles) for b in blocks) * len(tile_rows)
     # No call needs more tiles than the run has: a huge --batch-size costs what a normal one does.
     params = replace(params, batch_size=max(1, min(params.batch_size, total)))
 
     tmp_out = outputs.reserve(output)
     tmp_conf = outputs.reserve(confidence) if confidence else None
     guard.watch(output)
-    profile = raster_profile(source.width, source.height, source.crs, source.transform, "uint8", NODATA)
+    transform = source.transform
+    if transform is not None and (own.col_off or own.row_off):
+        from rasterio.transform import Affine
+
+        transform = transform * Affine.translation(own.col_off, own.row_off)
+    profile = raster_profile(own.width, own.height, source.crs, transform, "uint8", NODATA)
     with disk_errors(output), guard.writing(output):
         dst = rasterio.open(tmp_out, "w", **profile)
     conf_dst = None
@@ -369,15 +385,13 @@ def _segment_source(
         with disk_errors(output), guard.writing(output):
             write_class_metadata(dst, bundle.classes, bundle.name)
         if tmp_conf is not None:
-            conf_profile = raster_profile(
-                source.width, source.height, source.crs, source.transform, "float32", CONFIDENCE_NODATA
-            )
+            conf_profile = raster_profile(own.width, own.height, source.crs, transform, "float32", CONFIDENCE_NODATA)
             with disk_errors(confidence), guard.writing(confidence):
                 conf_dst = rasterio.open(tmp_conf, "w", **conf_profile)
                 conf_dst.set_band_description(1, "top-class probability")
         progress.start("predict", total, f"{total} tiles of {params.tile_size} px, overlap {params.overlap} px")
         sink = _RowSink(grid, source.height, bundle.num_classes, dst, conf_dst, guard, (output, confidence),
-                        source.row_pixel_areas_m2())
+                        source.row_pixel_areas_m2(), own)
         done = predicted = 0
         with disk_errors(output), _io_threads(params.overlap_io) as (reader, writer):
             blend = OrderedWorker(writer)
@@ -385,7 +399,7 @@ def _segment_source(
                 for block in blocks:
                     blend.submit(sink.start_block, block)
                     for n_done, n_pred in _run_block(source, grid, block, bundle, params, runtime, sink, reader,
-                                                     blend):
+                                                     blend, tile_rows):
                         guard.check(output)  # a write that failed while reading or predicting: stop now
                         done += n_done
                         predicted += n_pred
@@ -409,7 +423,7 @@ def _segment_source(
             conf_dst.close()
     with disk_errors(output), guard.writing(output):
         dst.close()
-    if sink.counts.sum() == 0:
+    if sink.counts.sum() == 0 and chunk is None:  # a chunk of a mosaic may lie wholly in its nodata
         raise InputError(
             f"{source.path.name} has no valid pixels in the area to segment (all nodata or transparent)"
         )
@@ -429,8 +443,8 @@ def _segment_source(
     return SegmentResult(
         output=output,
         areas=areas,
-        width=source.width,
-        height=source.height,
+        width=own.width,
+        height=own.height,
         tiles_predicted=predicted,
         tiles_total=total,
         seconds=0.0,
@@ -439,8 +453,16 @@ def _segment_source(
     )
 
 
+def _check_chunk(chunk: Window, source: RasterSource) -> Window:
+    if chunk.col_off + chunk.width > source.width or chunk.row_off + chunk.height > source.height:
+        raise InputError(f"chunk {chunk.as_text()} reaches beyond the {source.width} x {source.height} px raster; "
+                         "give a window inside it")
+    return chunk
+
+
 def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, params: SegmentParams,
-               runtime: Runtime, finish, reader: ThreadPoolExecutor | None = None, blend: OrderedWorker | None = None):
+               runtime: Runtime, finish, reader: ThreadPoolExecutor | None = None, blend: OrderedWorker | None = None,
+               tile_rows: range | None = None):
     """Predict every tile of one column block, row by row; yields ``(tiles_done, tiles_predicted)`` steps.
 
     With a ``reader`` pool the next tile row is read while this one is predicted, and with a threaded
@@ -457,15 +479,18 @@ def _run_block(source, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, 
     # Rows in flight: from the first tile row with unpredicted tiles to the end of the newest one;
     # a batch spans at most ceil(batch / tiles per row) + 1 tile rows. ensure() grows it if needed.
     capacity = min(tile + rows.stride * -(-params.batch_size // len(block.tiles)), rows.padded_length)
-    acc = _Accumulator(rows.start(0), block.acc_width, bundle.num_classes, capacity)
+    tile_rows = range(rows.count) if tile_rows is None else tile_rows
+    acc = _Accumulator(rows.start(tile_rows.start), block.acc_width, bundle.num_classes, capacity)
     cols_idx = reflect_indices(block.acc_x0 - margin, block.acc_width + 2 * margin, source.width)
 
-    def read_row(r: int) -> tuple[np.ndarray, np.ndarray]:
-        return source.read(reflect_indices(rows.start(r) - margin, tile + 2 * margin, source.height), cols_idx)
+    def read_row(i: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rows.start(tile_rows[i])
+        return source.read(reflect_indices(y - margin, tile + 2 * margin, source.height), cols_idx)
 
-    reads = Prefetcher(read_row, rows.count, reader)
+    reads = Prefetcher(read_row, len(tile_rows), reader)
     try:
-        yield from _predict_rows(reads, grid, block, bundle, params, runtime, finish, acc, blend or OrderedWorker(None))
+        yield from _predict_rows(reads, grid, block, bundle, params, runtime, finish, acc, blend or OrderedWorker(None),
+                                 tile_rows)
     finally:
         reads.cancel()
 
@@ -478,7 +503,7 @@ def _add_batch(acc: _Accumulator, origins: list[tuple[int, int]], probs: np.ndar
 
 
 def _predict_rows(reads: Prefetcher, grid: TileGrid, block: ColumnBlock, bundle: ModelBundle, params: SegmentParams,
-                  runtime: Runtime, finish, acc: _Accumulator, blend: OrderedWorker):
+                  runtime: Runtime, finish, acc: _Accumulator, blend: OrderedWorker, tile_rows: range):
     """The body of :func:`_run_block`: rows of pixels in, batches predicted, blending handed to ``blend``.
 
     Every accumulator call goes through ``blend`` (in order), so with a threaded worker this thread never
@@ -503,7 +528,9 @@ def _predict_rows(reads: Prefetcher, grid: TileGrid, block: ColumnBlock, bundle:
         queue.clear()
         return n
 
-    for r, (pixels, valid) in enumerate(reads):
+    # Rows after the last tile row of the range are reached by no further tile of this run: a chunk of the
+    # raster stops there, and its rows below are another chunk's.
+    for r, (pixels, valid) in zip(tile_rows, reads, strict=True):
         y = rows.start(r)
         blend.submit(acc.ensure, y + tile)
         valid = valid[margin : margin + tile, margin : margin + block.acc_width]  # the pixels classified
@@ -520,7 +547,7 @@ def _predict_rows(reads: Prefetcher, grid: TileGrid, block: ColumnBlock, bundle:
                 yield n + skipped, n
                 skipped = 0
                 blend.submit(acc.release, y, finish)  # every tile of the rows above is predicted
-        if r == rows.count - 1:
+        if r == tile_rows[-1]:
             n = flush()
             yield n + skipped, n
             blend.submit(acc.release, rows.final_before(r), finish)

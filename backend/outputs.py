@@ -250,7 +250,17 @@ def pid_alive(pid: int) -> bool:
         return False
     except OSError:
         return True  # e.g. EPERM: another user's live process
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A killed process whose parent died too stays a zombie where nothing reaps orphans (containers without
+    an init): it exists for ``kill(pid, 0)`` but will never write again."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].startswith("Z")
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:

@@ -165,18 +165,21 @@ class TileGrid:
         """Total weight of raster pixels ``[y0:y1, x0:x1]`` (separable, so computed from the axes)."""
         return np.outer(self.rows.weight_sum[y0:y1], self.cols.weight_sum[x0:x1])
 
-    def column_blocks(self, max_width: int) -> list[ColumnBlock]:
-        """Split the raster's columns into blocks of at most about ``max_width`` owned columns.
+    def column_blocks(self, max_width: int, start: int = 0, stop: int | None = None) -> list[ColumnBlock]:
+        """Split columns ``[start, stop)`` (default: all) into blocks of at most about ``max_width`` owned columns.
 
-        Borders fall on multiples of :data:`OUTPUT_BLOCK` so that no output block is shared.
+        Borders fall on multiples of :data:`OUTPUT_BLOCK` from ``start`` so that no output block is shared.
         """
         if max_width < self.tile:
             raise ValueError(f"max_width {max_width} must be at least one tile ({self.tile})")
-        n = max(1, math.ceil(self.width / max_width))
-        owned = math.ceil(math.ceil(self.width / n) / OUTPUT_BLOCK) * OUTPUT_BLOCK
+        stop = self.width if stop is None else stop
+        if not 0 <= start < stop <= self.width:
+            raise ValueError(f"columns [{start}, {stop}) are not within the raster's {self.width}")
+        n = max(1, math.ceil((stop - start) / max_width))
+        owned = math.ceil(math.ceil((stop - start) / n) / OUTPUT_BLOCK) * OUTPUT_BLOCK
         blocks = []
-        for x0 in range(0, self.width, owned):
-            x1 = min(self.width, x0 + owned)
+        for x0 in range(start, stop, owned):
+            x1 = min(stop, x0 + owned)
             tiles = self.cols.tiles_touching(x0, x1)
             acc_x0 = self.cols.start(tiles.start)
             acc_width = self.cols.start(tiles.stop - 1) + self.tile - acc_x0

@@ -523,3 +523,26 @@ def test_no_write_limit_ends_in_success_with_a_broken_raster(tmp_path):
             assert "_tiffWriteProc" not in run.stderr  # libtiff's own lines stay off the terminal
             assert hashes(out.parent) == good
     assert failed >= 20  # the limits lie below the raster's size: nearly every run must fail
+
+
+def test_a_zombie_process_counts_as_dead_so_its_temp_files_are_cleaned(tmp_path):
+    """A killed worker whose parent died too stays a zombie where nothing reaps it (containers without init)."""
+    import os
+    import time
+
+    from backend.outputs import pid_alive, remove_stale_temps
+
+    pid = os.fork()
+    if pid == 0:  # the child exits at once and is not waited for yet: a zombie
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.01)
+        assert not pid_alive(pid)
+        stale = tmp_path / f".sheet.tif.part-{pid}"
+        stale.write_bytes(b"half a raster")
+        assert remove_stale_temps(tmp_path) == [stale] and not stale.exists()
+    finally:
+        os.waitpid(pid, 0)
+    assert pid_alive(os.getppid())
