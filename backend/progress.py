@@ -63,14 +63,18 @@ class BarProgress(Progress):
         self.stream = stream or sys.stderr
         self._bar = None
 
+    #: What a stage counts (``predict``: tiles; ``batch``: sheets and chunks).
+    UNITS = {"predict": "tile", "batch": "item"}
+
     def start(self, stage: str, total: int, message: str = "") -> None:
         self.close()
+        unit = self.UNITS.get(stage, "step")
         try:
             from tqdm import tqdm
         except ModuleNotFoundError:  # the plugin's lean runtime has no tqdm: say what runs, without a bar
-            self._write(f"{stage}: {total} tiles")
+            self._write(f"{stage}: {total} {unit}s")
             return
-        self._bar = tqdm(total=total, desc=stage, unit="tile", file=self.stream, dynamic_ncols=True)
+        self._bar = tqdm(total=total, desc=stage, unit=unit, file=self.stream, dynamic_ncols=True)
 
     def advance(self, done: int) -> None:
         if self._bar is not None:
