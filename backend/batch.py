@@ -29,21 +29,24 @@ from pathlib import Path
 from typing import Any
 
 from backend.contract import (
+    BATCH_AREAS_CSV,
+    BATCH_AREAS_JSON,
+    BATCH_CHUNK_STEP,
+    BATCH_DEFAULT_CHUNK,
+    BATCH_MANIFEST,
+    BATCH_MOSAIC_QML,
+    BATCH_MOSAIC_VRT,
     ENV_THREADS,
     PRECISIONS,
+    STAGE_BATCH,
     TTA_MODES,
+    BatchArgs,
     ClassInfo,
     areas_table,
 )
 from backend.errors import DependencyError, InputError, LandcoverError, OutputError
 
-MANIFEST = "manifest.jsonl"
-MOSAIC_VRT = "mosaic.vrt"
-AREAS_CSV = "areas.csv"
-AREAS_JSON = "areas.json"
-DEFAULT_CHUNK = 8192
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
-_BLOCK = 256  # chunk borders fall on output blocks, so no GeoTIFF block is shared between two tasks
 CONNECT_TIMEOUT_S = 10
 
 
@@ -70,15 +73,15 @@ class BatchParams:
     threads_per_worker: int | None = None
     scheduler: str | None = None
     resume: bool = False
-    chunk: int = DEFAULT_CHUNK
+    chunk: int = BATCH_DEFAULT_CHUNK
     precision: str = "auto"
     tta: str = "none"
 
     def __post_init__(self) -> None:
         if not self.inputs:
             raise InputError("batch needs at least one INPUT (a raster, a folder or a glob pattern)")
-        if self.chunk < _BLOCK or self.chunk % _BLOCK:
-            raise InputError(f"--chunk {self.chunk} must be a multiple of {_BLOCK} pixels (e.g. 8192)")
+        if self.chunk < BATCH_CHUNK_STEP or self.chunk % BATCH_CHUNK_STEP:
+            raise InputError(f"--chunk {self.chunk} must be a multiple of {BATCH_CHUNK_STEP} pixels (e.g. 8192)")
         for name in ("workers", "threads_per_worker"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -90,6 +93,13 @@ class BatchParams:
             raise InputError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
         if self.tta not in TTA_MODES:
             raise InputError(f"unknown test-time augmentation {self.tta!r}; use one of {', '.join(TTA_MODES)}")
+
+
+def params_from_args(args: BatchArgs) -> BatchParams:
+    """The checked parameters of the contract's command-line arguments."""
+    return BatchParams(args.inputs, Path(args.outdir), model=args.model, workers=args.workers,
+                       threads_per_worker=args.threads_per_worker, scheduler=args.scheduler, resume=args.resume,
+                       chunk=args.chunk, precision=args.precision, tta=args.tta)
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,7 @@ class BatchResult:
         for record in self.failed[:10]:
             line += f"\n  failed: {record['input']}: {record['error']}"
         if len(self.failed) > 10:
-            line += f"\n  … and {len(self.failed) - 10} more (see {self.outdir / MANIFEST})"
+            line += f"\n  … and {len(self.failed) - 10} more (see {self.outdir / BATCH_MANIFEST})"
         return line
 
 
@@ -156,8 +166,8 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
 def chunk_windows(height: int, width: int, chunk: int) -> list[tuple[int, int, int, int]]:
     """``(col_off, row_off, width, height)`` windows of about ``chunk`` px covering the raster, on 256 px borders."""
     rows, cols = math.ceil(height / chunk), math.ceil(width / chunk)
-    step_y = math.ceil(math.ceil(height / rows) / _BLOCK) * _BLOCK
-    step_x = math.ceil(math.ceil(width / cols) / _BLOCK) * _BLOCK
+    step_y = math.ceil(math.ceil(height / rows) / BATCH_CHUNK_STEP) * BATCH_CHUNK_STEP
+    step_x = math.ceil(math.ceil(width / cols) / BATCH_CHUNK_STEP) * BATCH_CHUNK_STEP
     return [(x, y, min(step_x, width - x), min(step_y, height - y))
             for y in range(0, height, step_y) for x in range(0, width, step_x)]
 
@@ -362,18 +372,23 @@ def run_batch(params: BatchParams, progress=None, client_factory=dask_client) ->
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"output folder {outdir} is a file; give a folder")
     outdir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(outdir / MANIFEST)
+    manifest = Manifest(outdir / BATCH_MANIFEST)
     if manifest.path.exists() and not params.resume:
-        raise OutputError(f"{outdir} already holds a batch ({MANIFEST}); add --resume to continue it, or choose "
+        raise OutputError(f"{outdir} already holds a batch ({BATCH_MANIFEST}); add --resume to continue it, or choose "
                           "another folder")
-    items = plan(expand_inputs(params.inputs), outdir, params.chunk)
+    rasters = expand_inputs(params.inputs)
+    inside = [r for r in rasters if not str(r).startswith("/vsi") and outdir.resolve() in Path(r).resolve().parents]
+    if inside:
+        raise InputError(f"{inside[0]} is inside the output folder {outdir}; choose an output folder apart from "
+                         "the inputs")
+    items = plan(rasters, outdir, params.chunk)
     keys = [i.key for i in items]
     if len(set(keys)) != len(keys):  # pragma: no cover - plan() makes keys unique
         raise InputError("two items would write the same output")
     records = manifest.records()
     done = [i for i in items if params.resume and is_done(i, records.get(i.key))]
     todo = [i for i in items if i not in done]
-    progress.start("batch", len(items), f"{len(items)} items ({len(done)} already done)")
+    progress.start(STAGE_BATCH, len(items), f"{len(items)} items ({len(done)} already done)")
     progress.advance(len(done))
     finished: dict[str, dict[str, Any]] = {i.key: records[i.key] for i in done}
     if todo:
@@ -401,7 +416,7 @@ def run_batch(params: BatchParams, progress=None, client_factory=dask_client) ->
     failed = [finished[i.key] for i in items if finished.get(i.key, {}).get("status") != "ok"]
     classes = _classes(params.model)
     warnings: list[str] = []
-    mosaic = write_mosaic(outdir / MOSAIC_VRT, [Path(r["output"]) for r in ok], classes, warnings) if ok else None
+    mosaic = write_mosaic(outdir / BATCH_MOSAIC_VRT, [Path(r["output"]) for r in ok], classes, warnings) if ok else None
     areas = write_areas(outdir, ok, classes)
     return BatchResult(outdir, len(items), len(ok) - len(done), failed, len(done), time.perf_counter() - started,
                        mosaic, areas, warnings)
@@ -443,14 +458,14 @@ def write_areas(outdir: Path, records: Sequence[dict[str, Any]], classes: Sequen
                      "area_ha": None if c["area_m2"] is None else round(c["area_m2"] / 1e4, 4),
                      "percent": c["percent"]})
     fields = ("item", "input", "class", "pixels", "area_m2", "area_ha", "percent")
-    tmp = outdir / f".{AREAS_CSV}.part-{os.getpid()}"
+    tmp = outdir / f".{BATCH_AREAS_CSV}.part-{os.getpid()}"
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: "" if row[k] is None else row[k] for k in fields})
-    os.replace(tmp, outdir / AREAS_CSV)
-    _atomic_text(outdir / AREAS_JSON, json.dumps(total, indent=2) + "\n")
+    os.replace(tmp, outdir / BATCH_AREAS_CSV)
+    _atomic_text(outdir / BATCH_AREAS_JSON, json.dumps(total, indent=2) + "\n")
     return total
 
 
@@ -508,7 +523,7 @@ def write_mosaic(path: Path, rasters: Sequence[Path], classes: Sequence[ClassInf
         ET.SubElement(source, "NODATA").text = str(NODATA)
     ET.indent(root)
     _atomic_text(path, ET.tostring(root, encoding="unicode") + "\n")
-    _atomic_text(path.with_suffix(".qml"), qml_style(classes))
+    _atomic_text(path.with_name(BATCH_MOSAIC_QML), qml_style(classes))
     return path
 
 

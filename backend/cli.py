@@ -18,6 +18,7 @@ from pathlib import Path
 
 from backend import __version__
 from backend.contract import (
+    BATCH_DEFAULT_CHUNK,
     EXIT_OK,
     EXIT_USAGE,
     PRECISIONS,
@@ -25,6 +26,7 @@ from backend.contract import (
     RUNTIMES,
     SETUP_HINT,
     TTA_MODES,
+    BatchArgs,
     CancelledError,
     DependencyError,
     DoneEvent,
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "instead of a local cluster (workers need the runtime and the same paths)")
     bat.add_argument("--resume", action="store_true",
                      help="continue a batch in OUTDIR: skip items whose outputs match the manifest, redo the rest")
-    bat.add_argument("--chunk", type=int, default=8192, metavar="PX",
+    bat.add_argument("--chunk", type=int, default=BATCH_DEFAULT_CHUNK, metavar="PX",
                      help="split rasters larger than this on a side into chunks of about this size (default 8192; "
                      "a multiple of 256)")
     bat.add_argument("--precision", default="auto", choices=PRECISIONS, help="as for segment (default auto)")
@@ -207,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:
+        if args.command == "batch":  # each finished item is complete and recorded in the manifest
+            return _report(CancelledError("interrupted: the items finished so far are kept in the output folder; "
+                                          "continue with --resume"), json_mode)
         return _report(CancelledError("interrupted: no output was written"), json_mode)
     except ModuleNotFoundError as exc:
         error = DependencyError(f"this Python ({sys.executable}) lacks the package {exc.name!r}; {INSTALL_HINT}")
@@ -267,13 +272,11 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from backend.batch import BatchParams, run_batch
+    from backend.batch import params_from_args, run_batch
     from backend.progress import make_progress
 
-    params = BatchParams(tuple(args.inputs), Path(args.outdir), model=args.model, workers=args.workers,
-                         threads_per_worker=args.threads_per_worker, scheduler=args.scheduler, resume=args.resume,
-                         chunk=args.chunk, precision=args.precision, tta=args.tta)
-    result = run_batch(params, make_progress(args.progress))
+    request = BatchArgs.from_namespace(args)
+    result = run_batch(params_from_args(request), make_progress(request.progress))
     summary = result.summary()
     if result.failed:
         raise InputError(summary.replace("\n", "; ") + "; fix or remove them, then rerun with --resume")

@@ -706,9 +706,82 @@ class SegmentArgs:
         return cls(**values)
 
 
+# ------------------------------------------------------------------------- batch
+
+#: What ``python -m backend batch`` writes in its output folder besides one class raster per item.
+BATCH_MANIFEST = "manifest.jsonl"
+BATCH_MOSAIC_VRT = "mosaic.vrt"
+BATCH_MOSAIC_QML = "mosaic.qml"
+BATCH_AREAS_CSV = "areas.csv"
+BATCH_AREAS_JSON = "areas.json"
+#: ``--chunk``: rasters larger than this on a side are split into chunks of about this size.
+BATCH_DEFAULT_CHUNK = 8192
+BATCH_CHUNK_STEP = 256  # chunk sizes and borders are multiples of the output block
+
+
+@dataclass(frozen=True)
+class BatchArgs:
+    """The arguments of ``python -m backend batch``: built by the plugin, parsed by the backend."""
+
+    inputs: tuple[str, ...]
+    outdir: str
+    model: str | None = None
+    workers: int | None = None
+    threads_per_worker: int | None = None
+    scheduler: str | None = None
+    resume: bool = False
+    chunk: int = BATCH_DEFAULT_CHUNK
+    precision: str = "auto"
+    tta: str = "none"
+    progress: str = "json"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(str(i) for i in self.inputs))
+        object.__setattr__(self, "outdir", str(self.outdir))
+        if not self.inputs:
+            raise InputError("nothing to segment: give rasters, folders of rasters or glob patterns")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if self.tta not in TTA_MODES:
+            raise InputError(f"unknown test-time augmentation {self.tta!r}; use one of {', '.join(TTA_MODES)}")
+        if self.progress not in PROGRESS_MODES:
+            raise InputError(f"unknown progress mode {self.progress!r}; use one of {', '.join(PROGRESS_MODES)}")
+
+    def argv(self) -> list[str]:
+        """The words after ``batch``."""
+        argv = [*self.inputs, self.outdir]
+        if self.model:
+            argv += ["--model", str(self.model)]
+        if self.workers is not None:
+            argv += ["--workers", str(int(self.workers))]
+        if self.threads_per_worker is not None:
+            argv += ["--threads-per-worker", str(int(self.threads_per_worker))]
+        if self.scheduler:
+            argv += ["--scheduler", self.scheduler]
+        if self.resume:
+            argv.append("--resume")
+        if self.chunk != BATCH_DEFAULT_CHUNK:
+            argv += ["--chunk", str(int(self.chunk))]
+        if self.precision != "auto":
+            argv += ["--precision", self.precision]
+        if self.tta != "none":
+            argv += ["--tta", self.tta]
+        return [*argv, "--progress", self.progress]
+
+    def command(self, python: str) -> list[str]:
+        """The whole worker command line."""
+        return [str(python), "-m", WORKER_MODULE, "batch", *self.argv()]
+
+    @classmethod
+    def from_namespace(cls, ns: Any) -> BatchArgs:
+        """From the backend parser's parsed ``batch`` arguments."""
+        return cls(**{f.name: getattr(ns, f.name) for f in fields(cls)})
+
+
 # ------------------------------------------------------------------------- progress protocol
 
 STAGE_PREDICT = "predict"
+STAGE_BATCH = "batch"  # done/total: items (sheets and chunks) of a batch
 STAGE_WARNING = "warning"
 STAGE_INFO = "info"
 STAGE_DONE = "done"

@@ -1,5 +1,6 @@
-"""Processing algorithms: ``landcover:segment`` (orthophoto → class raster), ``landcover:vectorize`` and
-``landcover:setup_runtime`` (the managed worker runtime, so that a headless install needs no terminal).
+"""Processing algorithms: ``landcover:segment`` (orthophoto → class raster), ``landcover:segment_batch`` (many
+rasters or a large mosaic, on Dask), ``landcover:vectorize`` and ``landcover:setup_runtime`` (the managed worker
+runtime, so that a headless install needs no terminal).
 
 All raise :class:`QgsProcessingException` with the plugin's actionable messages, report progress
 through ``feedback`` and honour ``feedback.isCanceled()``. Heavy modules load only when they run.
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from qgis.core import (
     QgsFeatureSink,
+    QgsMapLayer,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
@@ -23,6 +25,7 @@ from qgis.core import (
     QgsProcessingOutputFile,
     QgsProcessingOutputFolder,
     QgsProcessingOutputLayerDefinition,
+    QgsProcessingOutputRasterLayer,
     QgsProcessingOutputString,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
@@ -31,20 +34,24 @@ from qgis.core import (
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
+    QgsProcessingUtils,
+    QgsProject,
     QgsRasterLayer,
     QgsVectorLayer,
     QgsWkbTypes,
 )
 
-from ..errors import CancelledError, InternalError, LandcoverError
+from ..errors import CancelledError, InputError, InternalError, LandcoverError
 
 if TYPE_CHECKING:
-    from ..contract import ModelInfo
+    from ..contract import BatchArgs, ModelInfo
     from ..job import SegmentRequest
 
 UNTRAINED_SPEC = "untrained:Unet:resnet18"
@@ -151,11 +158,66 @@ class _LandcoverAlgorithm(QgsProcessingAlgorithm):
         return type(self)()
 
 
-class SegmentAlgorithm(_LandcoverAlgorithm):
+class _ModelAlgorithm(_LandcoverAlgorithm):
+    """An algorithm that runs a model chosen in ``MODEL`` (and, when the subclass has one, ``MODEL_FILE``)."""
+
+    MODEL = "MODEL"
+    MODEL_FILE = ""  # the parameter that overrides MODEL; "" when the algorithm has none
+
+    def _add_model_parameter(self) -> None:
+        """The MODEL enum of the installed models, default: the default model."""
+        # An enum of names (static strings: the value is the name, so qgis_process users keep passing names),
+        # listed when the algorithm is created (each dialog opening sees newly installed models).
+        self._models, default = _installed_models()
+        self.addParameter(QgsProcessingParameterEnum(
+            self.MODEL, "Model", options=self._models,
+            defaultValue=default if default is not None else "default", usesStaticStrings=True))
+
+    def _model_file_set(self, parameters: dict[str, Any]) -> bool:
+        return bool(self.MODEL_FILE and parameters.get(self.MODEL_FILE))
+
+    def model_spec(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
+        """What to resolve: MODEL_FILE when set, else MODEL (a listed name, or any name/key/path/'default')."""
+        path = self.parameterAsFile(parameters, self.MODEL_FILE, context) if self._model_file_set(parameters) else ""
+        if path:
+            return path
+        listed = self._listed(parameters.get(self.MODEL))
+        return listed if listed is not None else self.parameterAsString(parameters, self.MODEL, context)
+
+    def _listed(self, value: Any) -> str | None:
+        """The listed model an option number names (``qgis_process help`` offers numbers for enums), else None."""
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int) and 0 <= value < len(self._models):
+            return self._models[value]
+        return None
+
+    def checkParameterValues(self, parameters: dict[str, Any], context: QgsProcessingContext):  # noqa: N802
+        """Accept any model name, key, 'default' or bundle path in MODEL (as before it was a list), checked by
+        resolving it, so ``qgis_process … MODEL=default`` and scripts passing a path keep working."""
+        from ..contract import resolve_model
+        from ..settings import Settings
+
+        value = parameters.get(self.MODEL)
+        if self._listed(value) is not None:
+            parameters = {**parameters, self.MODEL: self._listed(value)}
+        elif isinstance(value, str) and value.strip() and value not in self._models:
+            if not self._model_file_set(parameters):
+                try:
+                    resolve_model(value, Settings.load().model_dirs())
+                except LandcoverError as exc:
+                    return False, f"MODEL: {exc}"
+            parameters = {**parameters, self.MODEL: None}  # the enum's own check would refuse an unlisted name
+        return super().checkParameterValues(parameters, context)
+
+
+class SegmentAlgorithm(_ModelAlgorithm):
     """Segment an orthophoto with a Landcover model in a separate worker process."""
 
-    INPUT, MODEL, MODEL_FILE, AREA, OVERLAP, BATCH_SIZE, BANDS, RESAMPLE = (
-        "INPUT", "MODEL", "MODEL_FILE", "AREA", "OVERLAP", "BATCH_SIZE", "BANDS", "RESAMPLE")
+    INPUT, MODEL_FILE, AREA, OVERLAP, BATCH_SIZE, BANDS, RESAMPLE = (
+        "INPUT", "MODEL_FILE", "AREA", "OVERLAP", "BATCH_SIZE", "BANDS", "RESAMPLE")
     PRECISION, TTA = "PRECISION", "TTA"
     OUTPUT, CONFIDENCE, POLYGONS, AREAS = "OUTPUT", "CONFIDENCE", "POLYGONS", "AREAS"
 
@@ -188,12 +250,7 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
         from .. import job
 
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Orthophoto"))
-        # An enum of names (static strings: the value is the name, so qgis_process users keep passing names),
-        # listed when the algorithm is created (each dialog opening sees newly installed models).
-        self._models, default = _installed_models()
-        self.addParameter(QgsProcessingParameterEnum(
-            self.MODEL, "Model", options=self._models,
-            defaultValue=default if default is not None else "default", usesStaticStrings=True))
+        self._add_model_parameter()
         self.addParameter(QgsProcessingParameterFile(
             self.MODEL_FILE, "Model file: bundle .json or Deepness .onnx (overrides Model)",
             QgsProcessingParameterFile.File,
@@ -222,42 +279,6 @@ class SegmentAlgorithm(_LandcoverAlgorithm):
             self.POLYGONS, "Land-cover polygons", QgsProcessing.TypeVectorPolygon, optional=True,
             createByDefault=False))
         self.addOutput(QgsProcessingOutputFile(self.AREAS, "Class areas (JSON)"))
-
-    def model_spec(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
-        """What to resolve: MODEL_FILE when set, else MODEL (a listed name, or any name/key/path/'default')."""
-        path = self.parameterAsFile(parameters, self.MODEL_FILE, context) if parameters.get(self.MODEL_FILE) else ""
-        if path:
-            return path
-        listed = self._listed(parameters.get(self.MODEL))
-        return listed if listed is not None else self.parameterAsString(parameters, self.MODEL, context)
-
-    def _listed(self, value: Any) -> str | None:
-        """The listed model an option number names (``qgis_process help`` offers numbers for enums), else None."""
-        if isinstance(value, bool):
-            return None
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if isinstance(value, int) and 0 <= value < len(self._models):
-            return self._models[value]
-        return None
-
-    def checkParameterValues(self, parameters: dict[str, Any], context: QgsProcessingContext):  # noqa: N802
-        """Accept any model name, key, 'default' or bundle path in MODEL (as before it was a list), checked by
-        resolving it, so ``qgis_process … MODEL=default`` and scripts passing a path keep working."""
-        from ..contract import resolve_model
-        from ..settings import Settings
-
-        value = parameters.get(self.MODEL)
-        if self._listed(value) is not None:
-            parameters = {**parameters, self.MODEL: self._listed(value)}
-        elif isinstance(value, str) and value.strip() and value not in self._models:
-            if not parameters.get(self.MODEL_FILE):
-                try:
-                    resolve_model(value, Settings.load().model_dirs())
-                except LandcoverError as exc:
-                    return False, f"MODEL: {exc}"
-            parameters = {**parameters, self.MODEL: None}  # the enum's own check would refuse an unlisted name
-        return super().checkParameterValues(parameters, context)
 
     def segment_request(self, layer: QgsRasterLayer, model: ModelInfo, parameters: dict[str, Any],
                         context: QgsProcessingContext) -> SegmentRequest:
@@ -385,6 +406,228 @@ def _import_onnx(path: str, scratch: Path, feedback: QgsProcessingFeedback) -> s
     if result.done is None:
         raise InternalError(f"the worker did not import {path}", "\n".join(result.log))
     return result.done.output
+
+
+class SegmentBatchAlgorithm(_ModelAlgorithm):
+    """Segment many rasters (or a large mosaic, in chunks) in one run of the worker's ``batch`` command (Dask)."""
+
+    INPUT, FOLDER, OUTPUT_FOLDER = "INPUT", "FOLDER", "OUTPUT_FOLDER"
+    WORKERS, THREADS, SCHEDULER, CHUNK, RESUME = "WORKERS", "THREADS", "SCHEDULER", "CHUNK", "RESUME"
+    PRECISION, TTA = "PRECISION", "TTA"
+    MOSAIC, AREAS = "MOSAIC", "AREAS"
+
+    def name(self) -> str:
+        return "segment_batch"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Segment land cover (batch)"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        from .. import job
+        from ..contract import BATCH_DEFAULT_CHUNK as DEFAULT_CHUNK
+
+        return (
+            "Segments many orthophotos in one run, on Dask: a local cluster of worker processes by default, or an "
+            "existing Dask cluster (SCHEDULER). INPUT: raster layers backed by files (save others as GeoTIFF "
+            "first); FOLDER: a folder whose rasters are added; at least one is needed. MODEL as in Segment land "
+            "cover. OUTPUT_FOLDER receives one class GeoTIFF per raster (rasters larger than CHUNK pixels on a "
+            "side, e.g. a VRT mosaic, are split into chunks on one shared tile grid, so the result is identical "
+            "to a single run over the whole raster), mosaic.vrt over them with its style mosaic.qml, areas.csv "
+            "(per raster and total, m² and ha), areas.json (the totals) and manifest.jsonl (one line per "
+            "finished item). A raster that fails (e.g. a corrupt file) does not stop the others: the algorithm "
+            "then fails naming it, and the finished outputs stay in the folder; fix the input and run again "
+            "into the same folder with RESUME, which skips the items already done (checked by checksum) and "
+            "also continues a cancelled run. "
+            "Advanced: WORKERS (local worker processes) and THREADS (inference threads per worker); by default "
+            "one single-threaded worker per core; SCHEDULER is the address of a running Dask scheduler "
+            "(tcp://host:8786), whose workers need the Landcover runtime and the same paths (WORKERS then does not "
+            "apply); CHUNK is a "
+            f"multiple of 256 (default {DEFAULT_CHUNK}); PRECISION: {job.PRECISION_HELP} TTA: {job.TTA_HELP} "
+            "Outputs: OUTPUT_FOLDER, MOSAIC (the mosaic.vrt, added to the map styled by class) and AREAS (the "
+            "total class areas as JSON, areas.json)."
+        )
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        from .. import job
+        from ..contract import BATCH_DEFAULT_CHUNK as DEFAULT_CHUNK
+
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            self.INPUT, "Orthophotos (raster layers backed by files)", QgsProcessing.TypeRaster, optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.FOLDER, "Folder of orthophotos (every raster in it)", QgsProcessingParameterFile.Folder,
+            optional=True))
+        self._add_model_parameter()
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, "Output folder"))
+        advanced = [
+            QgsProcessingParameterNumber(
+                self.WORKERS, "Local worker processes (default: cores / threads per worker)",
+                QgsProcessingParameterNumber.Integer, optional=True, minValue=1),
+            QgsProcessingParameterNumber(
+                self.THREADS, "Inference threads per worker (default: 1, all cores for one worker)",
+                QgsProcessingParameterNumber.Integer, optional=True, minValue=1),
+            QgsProcessingParameterString(
+                self.SCHEDULER, "Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster)",
+                optional=True),
+            QgsProcessingParameterNumber(
+                self.CHUNK, "Split rasters larger than this many pixels on a side into chunks (multiple of 256)",
+                QgsProcessingParameterNumber.Integer, defaultValue=DEFAULT_CHUNK, minValue=256),
+            QgsProcessingParameterBoolean(
+                self.RESUME, "Resume: continue the batch in the output folder, skipping items already done",
+                defaultValue=False),
+        ]
+        # The same option lists (and numbers) as landcover:segment's.
+        for name, label, choices in ((self.PRECISION, "Precision", job.PRECISION_CHOICES),
+                                     (self.TTA, "Test-time augmentation", job.TTA_CHOICES)):
+            advanced.append(QgsProcessingParameterEnum(name, label, options=[text for _, text in choices],
+                                                       defaultValue=0))
+        for param in advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+        self.addOutput(QgsProcessingOutputRasterLayer(self.MOSAIC, "Land-cover mosaic (mosaic.vrt)"))
+        self.addOutput(QgsProcessingOutputFile(self.AREAS, "Class areas, totals (JSON)"))
+
+    def input_paths(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list[str]:
+        """The files of the INPUT layers, then the FOLDER.
+
+        Raises:
+            InputError: neither is given, or a layer is not a raster file the worker can read.
+        """
+        paths = [str(_raster_file(layer)) for layer in self.parameterAsLayerList(parameters, self.INPUT, context)]
+        folder = self.parameterAsFile(parameters, self.FOLDER, context) if parameters.get(self.FOLDER) else ""
+        if folder:
+            if not Path(folder).is_dir():
+                raise InputError(f"FOLDER {folder} is not a folder; choose the folder that holds the orthophotos")
+            paths.append(folder)
+        if not paths:
+            raise InputError("nothing to segment: choose raster layers (INPUT) and/or a folder of rasters (FOLDER)")
+        return paths
+
+    def checkParameterValues(self, parameters: dict[str, Any], context: QgsProcessingContext):  # noqa: N802
+        """Refuse a run without inputs, or with a layer the worker cannot read, before it starts."""
+        try:
+            self.input_paths(parameters, context)
+        except InputError as exc:
+            return False, str(exc)
+        return super().checkParameterValues(parameters, context)
+
+    def batch_request(self, parameters: dict[str, Any], context: QgsProcessingContext, inputs: list[str],
+                      model: ModelInfo, outdir: Path) -> BatchArgs:
+        """The worker's ``batch`` arguments the parameters ask for, with the inputs and ``model`` resolved."""
+        from ..contract import BATCH_DEFAULT_CHUNK as DEFAULT_CHUNK
+        from ..contract import PRECISIONS, TTA_MODES, BatchArgs
+
+        def optional_int(name: str) -> int | None:
+            return None if parameters.get(name) in (None, "") else self.parameterAsInt(parameters, name, context)
+
+        return BatchArgs(
+            inputs=tuple(inputs), outdir=outdir, model=model.spec,
+            workers=optional_int(self.WORKERS), threads_per_worker=optional_int(self.THREADS),
+            scheduler=self.parameterAsString(parameters, self.SCHEDULER, context).strip() or None,
+            resume=self.parameterAsBool(parameters, self.RESUME, context),
+            chunk=optional_int(self.CHUNK) or DEFAULT_CHUNK,
+            precision=PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)],
+            tta=TTA_MODES[self.parameterAsEnum(parameters, self.TTA, context)],
+        )
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        from .. import batch
+        from ..contract import BATCH_MANIFEST, resolve_model
+        from ..settings import Settings
+
+        # Asked once: each call for a temporary output folder names a new one.
+        outdir = Path(self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)).expanduser()
+        try:
+            inputs = self.input_paths(parameters, context)
+            _check_output_folder(inputs, outdir)
+            settings = Settings.load()
+            model = resolve_model(self.model_spec(parameters, context), settings.model_dirs())
+            request = self.batch_request(parameters, context, inputs, model, outdir)
+            python = settings.find_worker_python()
+
+            def progress(percent: float, message: str) -> None:
+                if percent >= 0:
+                    feedback.setProgress(percent)
+                if message:
+                    feedback.setProgressText(message)
+
+            outcome = batch.run(request, python, settings.worker_env(), progress,
+                                warn=lambda message: feedback.reportError(message, False),
+                                info=feedback.pushInfo, is_canceled=feedback.isCanceled)
+        except CancelledError:
+            raise QgsProcessingException(
+                f"cancelled; the items finished so far are kept in {outdir}: run again into that folder with "
+                "RESUME to continue") from None
+        except LandcoverError as exc:
+            if exc.details:
+                feedback.pushDebugInfo(exc.details)
+            if (outdir / BATCH_MANIFEST).is_file():
+                feedback.pushInfo(f"the items that succeeded are in {outdir}; after fixing the inputs, run again "
+                                  "into that folder with RESUME to redo only the rest")
+            raise QgsProcessingException(str(exc)) from exc
+        for warning in outcome.warnings:
+            feedback.pushWarning(warning)
+        from ..styling import areas_summary
+
+        feedback.pushInfo(areas_summary(outcome.areas))
+        feedback.setProgress(100)
+        results: dict[str, Any] = {self.OUTPUT_FOLDER: str(outdir), self.MOSAIC: None,
+                                   self.AREAS: str(outcome.areas_json)}
+        if outcome.mosaic is not None:
+            results[self.MOSAIC] = str(outcome.mosaic)
+            self._load_mosaic(context, str(outcome.mosaic), model)
+        return results
+
+    @staticmethod
+    def _load_mosaic(context: QgsProcessingContext, path: str, model: ModelInfo) -> None:
+        """Add the mosaic to the map when the run ends (toolbox, modeler), styled by class at the top of the
+        Landcover group like the dialog's results."""
+        from ..results import RANK_CLASSES, new_run_id
+        from ..styling import result_layer_name
+
+        name = result_layer_name("", model.name, "land cover mosaic")
+        project = context.project() or QgsProject.instance()  # Processing adds the layer to the details' project
+        details = QgsProcessingContext.LayerDetails(name, project, SegmentBatchAlgorithm.MOSAIC)
+        details.forceName = True
+        details.layerTypeHint = QgsProcessingUtils.LayerHint.Raster
+        details.setPostProcessor(_StyleOnLoad.create(model.classes, name, _Placement(new_run_id(), RANK_CLASSES)))
+        context.addLayerToLoadOnCompletion(path, details)
+
+
+def _check_output_folder(inputs: list[str], outdir: Path) -> None:
+    """Refuse an output folder that holds inputs: each sheet's class raster is named after it (the worker would
+    fail those items) and a later run would take the outputs for inputs.
+
+    Raises:
+        OutputError: naming the folder.
+    """
+    from ..errors import OutputError
+
+    out = outdir.expanduser().resolve()
+    for text in inputs:
+        path = Path(text).resolve()
+        if path == out or (not path.is_dir() and path.parent == out):
+            raise OutputError(f"OUTPUT_FOLDER {outdir} holds the inputs, and each class raster is named after its "
+                              "input: choose another (e.g. empty) folder")
+
+
+def _raster_file(layer: QgsMapLayer) -> Path:
+    """The local raster file behind ``layer``, which the worker reads itself (VRT mosaics included).
+
+    Raises:
+        InputError: the layer is not a plain file (a web service, an in-memory or /vsi raster, a GeoPackage
+            table): the message names it and says to save it as a GeoTIFF.
+    """
+    from qgis.core import QgsProviderRegistry
+
+    if isinstance(layer, QgsRasterLayer) and layer.providerType() == "gdal":
+        parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+        path = str(parts.get("path") or "")
+        if path and not parts.get("layerName") and not path.startswith("/vsi") and Path(path).is_file():
+            return Path(path).resolve()
+    raise InputError(
+        f"layer {layer.name()!r} is not a raster file the batch can read ({layer.providerType()} source); save "
+        "it as a GeoTIFF first (right-click > Export > Save As…) and choose that file")
 
 
 class SetupRuntimeAlgorithm(_LandcoverAlgorithm):

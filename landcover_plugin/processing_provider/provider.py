@@ -1,4 +1,5 @@
-"""The Processing provider: ``landcover:segment``, ``landcover:vectorize`` and ``landcover:setup_runtime``."""
+"""The Processing provider: ``landcover:segment``, ``landcover:segment_batch``, ``landcover:vectorize`` and
+``landcover:setup_runtime``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .algorithms import SegmentAlgorithm, SetupRuntimeAlgorithm, VectorizeAlgorithm
+from .algorithms import SegmentAlgorithm, SegmentBatchAlgorithm, SetupRuntimeAlgorithm, VectorizeAlgorithm
 
 ICON = Path(__file__).resolve().parent.parent / "icon.png"
 
@@ -29,5 +30,6 @@ class LandcoverProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802
         self.addAlgorithm(SegmentAlgorithm())
+        self.addAlgorithm(SegmentBatchAlgorithm())
         self.addAlgorithm(VectorizeAlgorithm())
         self.addAlgorithm(SetupRuntimeAlgorithm())

@@ -22,7 +22,6 @@ import pytest
 import rasterio
 
 from backend.batch import (
-    MANIFEST,
     BatchParams,
     Item,
     Manifest,
@@ -35,6 +34,7 @@ from backend.batch import (
 )
 from backend.bundle import resolve_model
 from backend.cli import main
+from backend.contract import BATCH_MANIFEST as MANIFEST
 from backend.errors import InputError, OutputError
 from backend.inference import segment
 from backend.onnx_runtime import file_sha256
@@ -316,3 +316,11 @@ def test_dask_client_without_dask_names_the_fix(tmp_path, monkeypatch):
     with pytest.raises(Exception, match="Dask") as exc, dask_client(BatchParams(("a",), tmp_path)):
         pass
     assert exc.value.kind == "dependency"
+
+
+def test_an_output_folder_holding_inputs_is_refused_before_any_work(tmp_path):
+    write_raster(tmp_path / "a.tif", np.zeros((3, 16, 16), np.uint8))
+    started = []
+    with pytest.raises(InputError, match="inside the output folder"):
+        run_batch(BatchParams((str(tmp_path),), tmp_path), client_factory=lambda p: started.append(p))
+    assert not started and not (tmp_path / MANIFEST).exists()

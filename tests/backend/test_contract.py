@@ -56,6 +56,38 @@ def test_the_plugins_argv_parses_with_the_backends_own_parser(values) -> None:
     assert asdict(received) == asdict(sent)
 
 
+BATCH_ARGS = [
+    dict(inputs=("a.tif",), outdir="out"),
+    dict(inputs=("/d/sheets", "/d/ortho 2024.vrt", "/d/**/*.tif"), outdir="/res/батч", model="/m/b.json", workers=3,
+         threads_per_worker=2, resume=True, chunk=4096, precision="int8", tta="d4"),
+    dict(inputs=("x.tif",), outdir="o", scheduler="tcp://10.0.0.5:8786", precision="fp32", progress="none"),
+]
+
+
+@pytest.mark.parametrize("values", BATCH_ARGS)
+def test_the_plugins_batch_argv_parses_with_the_backends_own_parser(values) -> None:
+    from backend.batch import params_from_args
+
+    sent = plugin.BatchArgs(**values)
+    argv = sent.command("/usr/bin/python3")
+    assert argv[:4] == ["/usr/bin/python3", "-m", "backend", "batch"]
+    received = backend.BatchArgs.from_namespace(build_parser().parse_args(argv[3:]))
+    assert asdict(received) == asdict(sent)
+    params = params_from_args(received)  # and the backend accepts what it parsed
+    assert params.inputs == sent.inputs and str(params.outdir) == sent.outdir and params.chunk == sent.chunk
+
+
+def test_the_batch_file_names_are_the_ones_the_backend_writes(tmp_path) -> None:
+    from backend.batch import write_areas, write_mosaic
+
+    out = write_raster(tmp_path / "a.tif", np.zeros((1, 8, 8), np.uint8))
+    classes = resolve_model(None).classes
+    write_mosaic(tmp_path / plugin.BATCH_MOSAIC_VRT, [out], classes, [])
+    write_areas(tmp_path, [], classes)
+    assert {p.name for p in tmp_path.iterdir()} >= {plugin.BATCH_MOSAIC_VRT, plugin.BATCH_MOSAIC_QML,
+                                                    plugin.BATCH_AREAS_CSV, plugin.BATCH_AREAS_JSON}
+
+
 def test_bad_band_and_window_text_is_an_input_error() -> None:
     assert backend.parse_bands("3, 2,1") == (3, 2, 1) and backend.parse_bands("") is None
     for text in ("0,1,2", "r,g,b"):

@@ -21,8 +21,8 @@ def test_load_and_unload(qgis_iface, qgis_processing) -> None:
         assert plugin.toolbar.objectName() == "landcoverToolbar" and plugin.action in plugin.toolbar.actions()
         provider = QgsApplication.processingRegistry().providerById("landcover")
         assert provider is not None and provider.name() == "Landcover"
-        assert {a.id() for a in provider.algorithms()} == {"landcover:segment", "landcover:vectorize",
-                                                           "landcover:setup_runtime"}
+        assert {a.id() for a in provider.algorithms()} == {"landcover:segment", "landcover:segment_batch",
+                                                           "landcover:vectorize", "landcover:setup_runtime"}
         assert [a.objectName() for a in plugin.menu_actions] == ["landcoverModels",
             "landcoverSetupRuntime", "landcoverRepairRuntime", "landcoverAddTensorflow"]
         plugin.run()  # opens the dialog
