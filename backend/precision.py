@@ -92,8 +92,8 @@ def choose_precision(bundle: ModelBundle, requested: str = "auto", runtime: str 
             if bundle.has_export(other):
                 raise ModelError(
                     f"the {requested} export {export.file.name} of model {bundle.name!r} is not installed (the "
-                    f"plugin zip ships only the {other} one); use --precision {other} or auto, or install the full "
-                    "bundle from the source tree"
+                    f"plugin zip ships only the {other} one); choose precision {other} or auto (--precision; "
+                    "Precision in the QGIS dialog and Processing), or install the full bundle from the source tree"
                 )
         return PrecisionChoice(requested, f"--precision {requested}")
     if bundle.onnx_int8 is None:

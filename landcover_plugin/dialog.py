@@ -18,6 +18,7 @@ from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMessageBar
 from qgis.PyQt.QtCore import Qt, QTimer, QUrl
 from qgis.PyQt.QtGui import QDesktopServices
 from qgis.PyQt.QtWidgets import (
+    QApplication,
     QButtonGroup,
     QCheckBox,
     QComboBox,
@@ -25,6 +26,7 @@ from qgis.PyQt.QtWidgets import (
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -32,6 +34,7 @@ from qgis.PyQt.QtWidgets import (
     QMessageBox,
     QPushButton,
     QRadioButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QVBoxLayout,
@@ -248,11 +251,23 @@ class LandcoverDialog(QDialog):
         self.bar = QgsMessageBar(self)
         self.bar.setSizePolicy(QSizePolicy.Minimum, QSizePolicy.Fixed)
         layout.addWidget(self.bar)
+        # The sections scroll between the message bar and the buttons, so Run stays on screen on short
+        # (laptop) screens; the dialog opens as tall as its content when the screen allows.
+        content = QWidget()
+        sections = QVBoxLayout(content)
+        sections.setContentsMargins(0, 0, 0, 0)
         for build in (self._build_input, self._build_model, self._build_area, self._build_processing,
                       self._build_outputs):
             box = QGroupBox()
             build(box, QFormLayout(box))
-            layout.addWidget(box)
+            sections.addWidget(box)
+        self.scroll = QScrollArea()
+        self.scroll.setWidget(content)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll.setMinimumWidth(content.sizeHint().width() + self.scroll.verticalScrollBar().sizeHint().width())
+        layout.addWidget(self.scroll, 1)
         # Only the inputs that matter for the current choices are editable.
         self.area_polygons.toggled.connect(self._update_enabled)
         self.confidence_check.toggled.connect(self._update_enabled)
@@ -267,6 +282,14 @@ class LandcoverDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         self.buttons.helpRequested.connect(self.show_help)
         layout.addWidget(self.buttons)
+        self._fit_to_screen(content)
+
+    def _fit_to_screen(self, content: QWidget) -> None:
+        """As tall as the sections need, but no taller than the screen's free area (then they scroll)."""
+        screen = QApplication.primaryScreen()
+        available = screen.availableGeometry().height() if screen is not None else 10**6
+        chrome = self.bar.sizeHint().height() + self.buttons.sizeHint().height() + 60  # margins, title bar
+        self.resize(self.scroll.minimumWidth() + 24, min(content.sizeHint().height() + chrome, int(available * 0.95)))
 
     def _build_input(self, box: QGroupBox, form: QFormLayout) -> None:
         box.setTitle("Input")

@@ -24,9 +24,9 @@ def offer_label(tensorflow: bool = False) -> str:
 def offer_tooltip() -> str:
     """What the setup does, for the offer button's tooltip."""
     request = RuntimeRequest(Settings.load().runtime_root())
-    return (f"Creates a private Python environment in {request.root} and installs numpy, rasterio and ONNX Runtime "
-            f"there with pip from the package index ({request.download_mb} MB download, {request.disk_mb} MB on disk). "
-            "Nothing is installed into QGIS's Python or the system.")
+    return (f"Creates a private Python environment in {request.root} and installs numpy, rasterio, ONNX Runtime and "
+            f"Dask there with pip from the package index ({request.download_mb} MB download, {request.disk_mb} MB on "
+            "disk). Nothing is installed into QGIS's Python or the system.")
 
 
 class RuntimeManager:
@@ -50,10 +50,10 @@ class RuntimeManager:
         replace = "\n\nThe current runtime stays in use until the new one works." if status.state != "missing" else ""
         text = (
             f"Landcover will create its own Python environment in\n{request.root}\n\nand install numpy, rasterio, "
-            f"ONNX Runtime{extra} there with pip from the package index: about {request.download_mb} MB to download, "
-            f"{request.disk_mb} MB on disk. Nothing is installed into QGIS's Python or the system. pip's index and "
-            f"proxy settings (pip.conf, HTTPS_PROXY) apply.{replace}\n\nIt runs in the background; Cancel in the "
-            "task bar undoes it."
+            f"ONNX Runtime, Dask{extra} there with pip from the package index: about {request.download_mb} MB to "
+            f"download, {request.disk_mb} MB on disk. Nothing is installed into QGIS's Python or the system. pip's "
+            f"index and proxy settings (pip.conf, HTTPS_PROXY) apply.{replace}\n\nIt runs in the background; Cancel "
+            "in the task bar undoes it."
         )
         answer = QMessageBox.question(self.iface.mainWindow(), "Landcover runtime", text,
                                       QMessageBox.Ok | QMessageBox.Cancel, QMessageBox.Ok)

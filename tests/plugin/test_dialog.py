@@ -421,3 +421,21 @@ def test_xyz_service_is_exported_at_model_resolution(qgis_iface, project, crops,
     assert export.layer_pixel_size_m(classes) == pytest.approx((0.25, 0.25), rel=0.01)
     assert classes.rasterUnitsPerPixelX() > 0.255
     assert_class_style(classes)
+
+
+def test_run_stays_on_a_short_screen_and_the_sections_scroll(qgis_iface, project, crops) -> None:
+    """The sections scroll between the message bar and the buttons, so Run is never below the screen's edge."""
+    from qgis.PyQt.QtWidgets import QApplication
+
+    dlg = make_dialog(qgis_iface, add_raster(crops["rgb"]))
+    available = QApplication.primaryScreen().availableGeometry().height()
+    content = dlg.scroll.widget().sizeHint().height()
+    assert dlg.height() <= available
+    dlg.show()
+    QApplication.processEvents()
+    run = dlg.run_button
+    bottom = run.mapTo(dlg, run.rect().bottomLeft()).y()
+    assert run.isVisible() and 0 < bottom <= dlg.height()
+    if content > available:  # this screen is too short for every section: they scroll, nothing is cut off
+        assert dlg.scroll.verticalScrollBar().maximum() > 0
+    dlg.close()
