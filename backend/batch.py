@@ -37,12 +37,11 @@ from backend.contract import (
     BATCH_MOSAIC_QML,
     BATCH_MOSAIC_VRT,
     ENV_THREADS,
-    PRECISIONS,
     STAGE_BATCH,
-    TTA_MODES,
     BatchArgs,
     ClassInfo,
     areas_table,
+    check_precision_tta,
 )
 from backend.errors import DependencyError, InputError, LandcoverError, OutputError
 
@@ -89,10 +88,7 @@ class BatchParams:
         if self.scheduler and self.workers is not None:
             raise InputError("--workers sizes a local cluster; with --scheduler the cluster's own workers run the "
                              "tasks (start more with 'dask worker ADDRESS')")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
-        if self.tta not in TTA_MODES:
-            raise InputError(f"unknown test-time augmentation {self.tta!r}; use one of {', '.join(TTA_MODES)}")
+        check_precision_tta(self.precision, self.tta)
 
 
 def params_from_args(args: BatchArgs) -> BatchParams:

@@ -630,6 +630,19 @@ PRECISIONS = ("auto", "fp32", "int8")
 #: ``flip`` = the tile and its left-right mirror (2 passes), ``d4`` = 4 rotations x mirror (8 passes).
 TTA_MODES = ("none", "flip", "d4")
 TTA_PASSES = {"none": 1, "flip": 2, "d4": 8}
+
+
+def check_precision_tta(precision: str, tta: str) -> None:
+    """An InputError unless ``precision`` and ``tta`` are among :data:`PRECISIONS` and :data:`TTA_MODES`."""
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if tta not in TTA_MODES:
+        raise InputError(f"unknown test-time augmentation {tta!r}; use one of {', '.join(TTA_MODES)}")
+
+
+def precision_tta_argv(precision: str, tta: str) -> list[str]:
+    """``--precision`` and ``--tta`` words for non-default choices (``segment`` and ``batch`` take both)."""
+    return ([] if precision == "auto" else ["--precision", precision]) + ([] if tta == "none" else ["--tta", tta])
 PROGRESS_MODES = ("bar", "json", "none")
 
 
@@ -655,10 +668,7 @@ class SegmentArgs:
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
             raise InputError(f"unknown runtime {self.runtime!r}; use one of {', '.join(RUNTIMES)}")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
-        if self.tta not in TTA_MODES:
-            raise InputError(f"unknown test-time augmentation {self.tta!r}; use one of {', '.join(TTA_MODES)}")
+        check_precision_tta(self.precision, self.tta)
         if self.progress not in PROGRESS_MODES:
             raise InputError(f"unknown progress mode {self.progress!r}; use one of {', '.join(PROGRESS_MODES)}")
         for name in ("bands", "window"):
@@ -687,11 +697,7 @@ class SegmentArgs:
             argv += ["--runtime", self.runtime]
         if self.seed:
             argv += ["--seed", str(int(self.seed))]
-        if self.precision != "auto":
-            argv += ["--precision", self.precision]
-        if self.tta != "none":
-            argv += ["--tta", self.tta]
-        return [*argv, "--progress", self.progress]
+        return [*argv, *precision_tta_argv(self.precision, self.tta), "--progress", self.progress]
 
     def command(self, python: str) -> list[str]:
         """The whole worker command line."""
@@ -740,10 +746,7 @@ class BatchArgs:
         object.__setattr__(self, "outdir", str(self.outdir))
         if not self.inputs:
             raise InputError("nothing to segment: give rasters, folders of rasters or glob patterns")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
-        if self.tta not in TTA_MODES:
-            raise InputError(f"unknown test-time augmentation {self.tta!r}; use one of {', '.join(TTA_MODES)}")
+        check_precision_tta(self.precision, self.tta)
         if self.progress not in PROGRESS_MODES:
             raise InputError(f"unknown progress mode {self.progress!r}; use one of {', '.join(PROGRESS_MODES)}")
 
@@ -762,11 +765,7 @@ class BatchArgs:
             argv.append("--resume")
         if self.chunk != BATCH_DEFAULT_CHUNK:
             argv += ["--chunk", str(int(self.chunk))]
-        if self.precision != "auto":
-            argv += ["--precision", self.precision]
-        if self.tta != "none":
-            argv += ["--tta", self.tta]
-        return [*argv, "--progress", self.progress]
+        return [*argv, *precision_tta_argv(self.precision, self.tta), "--progress", self.progress]
 
     def command(self, python: str) -> list[str]:
         """The whole worker command line."""

@@ -340,6 +340,26 @@ def check_output(bundle: ModelBundle, out: Path) -> Path:
     return out
 
 
+def int8_provenance(bundle: ModelBundle, out: Path, used: dict[str, Any], calibration: Any,
+                    agreement: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's ``provenance["onnx_quantization"]``: method and settings, calibration, agreement, both files."""
+    import onnxruntime
+
+    assert bundle.onnx is not None
+    return {
+        "method": "onnxruntime.quantization.quantize_static (static INT8, QDQ)",
+        **used,
+        "calibration": {"source": calibration.source, "tiles": len(calibration.tiles)},
+        "agreement_with_fp32": agreement,
+        "fp32_file": bundle.onnx.file.name,
+        "fp32_sha256": bundle.onnx.sha256,
+        "fp32_bytes": bundle.onnx.file.stat().st_size,
+        "int8_bytes": out.stat().st_size,
+        "onnxruntime": onnxruntime.__version__,
+        "date": _dt.date.today().isoformat(),
+    }
+
+
 def record_int8(bundle: ModelBundle, out: Path, provenance: dict[str, Any]) -> ModelBundle:
     """Name ``out`` as the bundle JSON's ``onnx_int8`` entry with its checksum and provenance (atomic rewrite)."""
     from backend.onnx_runtime import file_sha256
@@ -363,8 +383,6 @@ def quantize_export(bundle: ModelBundle, calibration: CalibrationTiles, settings
     Raises:
         LandcoverError: no float export, a bad output name, or too low an agreement (the bundle is unchanged).
     """
-    import onnxruntime
-
     from backend.onnx_runtime import verified_onnx_path
 
     if bundle.source is None:
@@ -391,21 +409,10 @@ def quantize_export(bundle: ModelBundle, calibration: CalibrationTiles, settings
         os.replace(part, out)
     finally:
         part.unlink(missing_ok=True)
-    provenance = {
-        "method": "onnxruntime.quantization.quantize_static (static INT8, QDQ)",
-        **used,
-        "calibration": {"source": calibration.source, "tiles": len(calibration.tiles)},
-        "agreement_with_fp32": {
-            "calibration_tiles": round(agreement, 6),
-            "how": "share of calibration-tile pixels with the float model's class (ONNX Runtime, argmax)",
-        },
-        "fp32_file": fp32_path.name,
-        "fp32_sha256": bundle.onnx.sha256,
-        "fp32_bytes": fp32_path.stat().st_size,
-        "int8_bytes": out.stat().st_size,
-        "onnxruntime": onnxruntime.__version__,
-        "date": _dt.date.today().isoformat(),
-    }
+    provenance = int8_provenance(bundle, out, used, calibration, {
+        "calibration_tiles": round(agreement, 6),
+        "how": "share of calibration-tile pixels with the float model's class (ONNX Runtime, argmax)",
+    })
     updated = record_int8(bundle, out, provenance)
     return Int8Report(updated, out, fp32_path.stat().st_size, out.stat().st_size, len(calibration.tiles), agreement,
                       provenance)

@@ -20,7 +20,6 @@ so neither overlaps the calibration data.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import tempfile
 import time
@@ -39,6 +38,7 @@ from backend.quantize import (  # noqa: F401 - re-exported: the quantizer itself
     default_output,
     float_head,
     import_quantization,
+    int8_provenance,
     is_quantized,
     quantize_onnx,
     record_int8,
@@ -388,26 +388,14 @@ def quantize_bundle(bundle_json: Path, params: QuantizeParams, out: Path | None 
         if part.exists():
             part.unlink()
 
-    import onnxruntime
 
     pixels = sum(c.pixels for c in comparisons)
-    provenance = {
-        "method": "onnxruntime.quantization.quantize_static (static INT8, QDQ)",
-        **settings,
-        "calibration": {"source": calibration.source, "tiles": len(calibration.tiles)},
-        "agreement_with_fp32": {
-            "all": round(sum(c.agreement * c.pixels for c in comparisons) / max(pixels, 1), 6),
-            "pixels": pixels,
-            "orthophotos": {c.name: round(c.agreement, 6) for c in comparisons},
-            "how": "share of pixels with the float model's class, both through backend.inference.segment",
-        },
-        "fp32_file": fp32_path.name,
-        "fp32_sha256": bundle.onnx.sha256,
-        "fp32_bytes": fp32_path.stat().st_size,
-        "int8_bytes": out.stat().st_size,
-        "onnxruntime": onnxruntime.__version__,
-        "date": _dt.date.today().isoformat(),
-    }
+    provenance = int8_provenance(bundle, out, settings, calibration, {
+        "all": round(sum(c.agreement * c.pixels for c in comparisons) / max(pixels, 1), 6),
+        "pixels": pixels,
+        "orthophotos": {c.name: round(c.agreement, 6) for c in comparisons},
+        "how": "share of pixels with the float model's class, both through backend.inference.segment",
+    })
     updated = record_int8(bundle, out, provenance)
     assert updated.onnx_int8 is not None
     say(f"{bundle_json} now names {out.name} as its \"onnx_int8\" export (sha256 {updated.onnx_int8.sha256[:16]}...)")

@@ -119,7 +119,7 @@ def test_only_the_float_file_installed_runs_float_and_says_why(tmp_path):
     bundle = make_bundle(tmp_path, fp32=True, int8=False)
     choice = choose_precision(bundle, "auto", features=VNNI)
     assert choice.precision == "fp32" and "not installed" in choice.reason and "m.int8.onnx" in choice.reason
-    with pytest.raises(ModelError, match="--precision fp32"):
+    with pytest.raises(ModelError, match="choose precision fp32 or auto"):
         choose_precision(bundle, "int8", features=VNNI)
 
 
