@@ -82,7 +82,7 @@ def test_runtime_list_is_lean() -> None:
     """The zip's runtime is what the ONNX path imports, not TensorFlow or development tools."""
     names = {line.split("==")[0].strip().lower() for line in (REQUIREMENTS_DIR / "runtime.txt").read_text().splitlines()
              if line.strip() and not line.startswith("#")}
-    assert names == {"numpy", "rasterio", "onnxruntime"}
+    assert names == {"numpy", "rasterio", "onnxruntime", "dask", "distributed"}  # segment, and batch on Dask
 
 
 def test_fingerprint_follows_what_would_be_installed(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ worker; each starts a LocalCluster (a few seconds), so there are only two.
 from __future__ import annotations
 
 import csv
+import gc
 import json
 from pathlib import Path
 
@@ -199,13 +200,16 @@ def test_needs_inputs_that_are_raster_files(provider, sheets, tmp_path: Path) ->
         processing.run("landcover:segment_batch", {"INPUT": [], "FOLDER": "", "MODEL": UNTRAINED,
                                                    "OUTPUT_FOLDER": out})
     gdal.Translate("/vsimem/in_memory_sheet.tif", str(sheets[0]))
+    memory = QgsRasterLayer("/vsimem/in_memory_sheet.tif", "scratch sheet", "gdal")
     try:
-        memory = QgsRasterLayer("/vsimem/in_memory_sheet.tif", "scratch sheet", "gdal")
         assert memory.isValid()
         with pytest.raises(QgsProcessingException, match=r"'scratch sheet' is not a raster file.*save it as a GeoTIFF"):
             processing.run("landcover:segment_batch", {"INPUT": [str(sheets[0]), memory], "MODEL": UNTRAINED,
                                                        "OUTPUT_FOLDER": out})
     finally:
+        # The layer must close its dataset before the in-memory file goes: else GDAL crashes at exit.
+        del memory
+        gc.collect()
         gdal.Unlink("/vsimem/in_memory_sheet.tif")
     with pytest.raises(QgsProcessingException, match=r"FOLDER .*not a folder"):
         processing.run("landcover:segment_batch", {"FOLDER": str(sheets[0]), "MODEL": UNTRAINED,
