@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kept", type=_p, default=None, help="list of patches to split (default PATCH_DIR/kept.txt)")
     p.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.2, 0.1), metavar=("TRAIN", "VAL", "EVAL"))
     p.add_argument("--random", action="store_true", help="patch-level random split (the seed's), not grouped")
+    p.add_argument("--official", type=_p, default=None, metavar="DATA_DIR",
+                   help="LandCover.ai's own train/val/test lists in DATA_DIR (the patches' source); give the patch "
+                   "settings the patches were cut with: --patch-size, --stride, --gsd")
+    p.add_argument("--patch-size", type=int, default=256, help="with --official: patch size (256)")
+    p.add_argument("--stride", type=int, default=None, help="with --official: patch stride (default: the size)")
+    p.add_argument("--gsd", type=float, default=None, help="with --official: patch.gsd_m the patches were cut at")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("train", help="train a model on a split")
@@ -201,11 +207,16 @@ def run_command(args: argparse.Namespace) -> int:
         print(format_report(report))
         print(f"kept list: {args.patches / 'kept.txt'}")
     elif cmd == "split":
+        from training.patch import PatchParams
         from training.split import SplitParams, split_patches
 
-        params = SplitParams(*args.fractions, mode="random" if args.random else "grouped", seed=args.seed)
+        if args.official and args.random:
+            raise TrainingError("--official and --random are two different splits; choose one")
+        mode = "official" if args.official else "random" if args.random else "grouped"
+        params = SplitParams(*args.fractions, mode=mode, seed=args.seed)
         out = args.out or args.patches.parent / "split"
-        info = split_patches(args.patches, params, out, kept=args.kept)
+        info = split_patches(args.patches, params, out, kept=args.kept, data_dir=args.official,
+                             patch=PatchParams(args.patch_size, args.stride, args.gsd))
         print(", ".join(f"{k}: {v} patches" for k, v in info["counts"].items()) + f"; lists in {out}")
     elif cmd == "train":
         from training.config import apply_overrides, build_config, load_yaml, to_dict

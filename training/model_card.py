@@ -33,7 +33,7 @@ def model_card(bundle_json: Path, report: dict[str, Any] | None, train_info: dic
         "## Training",
         "",
         f"- Data: {_data_line(bundle.provenance.get('config') or {})}{train_info['data']['train']} train / "
-        f"{train_info['data']['val']} validation patches (split grouped by source orthophoto).",
+        f"{train_info['data']['val']} validation patches ({_split_words(bundle.provenance.get('config') or {})}).",
         f"- {params.get('epochs')} epochs x {train_info.get('steps_per_epoch')} steps, batch {params.get('batch_size')}"
         f", Adam lr {params.get('learning_rate')}{' with cosine decay' if params.get('cosine_decay') else ''}, "
         "categorical focal + Jaccard loss, encoder weights: "
@@ -111,3 +111,12 @@ def write_model_card(path: Path, bundle_json: Path, report: dict[str, Any] | Non
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, model_card(bundle_json, report, train_info, command))
     return path
+
+
+def _split_words(config: dict) -> str:
+    """How the patches were split, in words, from the run's config."""
+    mode = (config.get("split") or {}).get("mode", "grouped")
+    return {"grouped": "split grouped by source orthophoto",
+            "random": "patch-level random split, as in the seed notebook",
+            "official": "LandCover.ai's official train/val/test tile lists; patches across two lists left out"}.get(
+                mode, f"{mode} split")

@@ -76,8 +76,12 @@ def run_pipeline(
         report = filter_patches(patches, config.filter)
         say("[filter] " + format_report(report).replace("\n", "\n         "))
     if step("split"):
-        info = split_patches(patches, config.split, split_dir)
+        info = split_patches(patches, config.split, split_dir, data_dir=config.data_dir, patch=config.patch)
         say(f"[split] {info['params']['mode']}: " + ", ".join(f"{k} {v}" for k, v in info["counts"].items()))
+        if "official" in info:
+            left = info["official"]["patches_left_out"]
+            say(f"[split] official lists: {left['straddling']} patch(es) across tiles of two splits and "
+                f"{left['unlisted']} reaching unlisted edge tiles left out; no patch leaks between splits")
     if step("train"):
         t = time.monotonic()
         say(f"[train] {config.train.architecture}/{config.train.backbone}, {config.train.epochs} epoch(s) -> "
