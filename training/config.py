@@ -74,6 +74,14 @@ class PipelineConfig:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     export: ExportConfig = field(default_factory=ExportConfig)
 
+    def __post_init__(self) -> None:
+        declared, trained = self.export.params.gsd_m, self.patch.gsd_m
+        if declared is not None and trained is not None and abs(declared / trained - 1) > 0.01:
+            raise TrainingError(
+                f"export.params.gsd_m {declared} contradicts patch.gsd_m {trained}: the model learns the pixel size "
+                "the patches are resampled to; leave export.params.gsd_m out (it then follows patch.gsd_m)"
+            )
+
     @property
     def work(self) -> Path:
         return Path(self.workdir)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from training.errors import TrainingError
 from training.train import BEST_WEIGHTS, read_train_json
 
@@ -25,7 +27,7 @@ class ExportParams:
 
     name: str = "landcover-unet-resnet18-synthetic"
     tile_size: int = 256
-    gsd_m: float = 0.25
+    gsd_m: float | None = None  # None: the pixel size trained at (patch.gsd_m, else the data's; see trained_gsd)
     data: str = SYNTHETIC_DATA
     default_overlap: int | None = None
     default_batch_size: int = 8
@@ -40,8 +42,8 @@ class ExportParams:
             raise TrainingError("export needs a bundle name")
         if self.tile_size < 32 or self.tile_size % 32:
             raise TrainingError(f"export tile_size must be a multiple of 32, got {self.tile_size}")
-        if not self.gsd_m > 0:
-            raise TrainingError(f"export gsd_m must be > 0, got {self.gsd_m}")
+        if self.gsd_m is not None and not self.gsd_m > 0:
+            raise TrainingError(f"export gsd_m must be > 0 (or null: the pixel size trained at), got {self.gsd_m}")
         if self.int8 and not self.onnx:
             raise TrainingError("export int8: true needs onnx: true (the INT8 export is quantized from the float one)")
         if not 1 <= self.int8_tiles <= 4096:
@@ -74,6 +76,34 @@ def metrics_for_provenance(report: dict[str, Any]) -> dict[str, Any]:
         p = report["patches"]
         out["patches"] = {"miou": p["miou"], "accuracy": p["accuracy"], "macro_f1": p["macro_f1"]}
     return out
+
+
+DEFAULT_GSD_M = 0.25  # LandCover.ai's and the synthetic scenes' pixel size, when nothing else says
+
+
+def trained_gsd(patch_gsd_m: float | None, data_dir: Path | None) -> float:
+    """The pixel size a model was trained at: ``patch.gsd_m`` when patches were resampled to it, else the
+    median native pixel size of the training orthophotos (then they must agree within 1 %, or the run is told to
+    resample: a model trained on mixed scales has no single pixel size to declare)."""
+    if patch_gsd_m is not None:
+        return patch_gsd_m
+    if data_dir is None:
+        return DEFAULT_GSD_M
+    import rasterio
+
+    from training.dataset import list_orthophotos
+
+    sizes = []
+    for ortho in list_orthophotos(data_dir):
+        with rasterio.open(ortho.image) as src:
+            sizes.append(abs(src.transform.a))
+    gsd = float(np.median(sizes))
+    odd = [s for s in sizes if abs(s / gsd - 1) > 0.01]
+    if odd:
+        raise TrainingError(f"the orthophotos in {data_dir} have different pixel sizes ({min(sizes):g} to "
+                            f"{max(sizes):g} m) and patch.gsd_m is null; set patch.gsd_m (e.g. 0.25) so patches are "
+                            "resampled to one size the bundle can declare, or set export.params.gsd_m yourself")
+    return round(gsd, 6)
 
 
 def _export_int8(json_path: Path, params: ExportParams, calibration: Sequence[Path],
@@ -148,7 +178,7 @@ def export_bundle(
             tile_size=params.tile_size,
             input_bands=info["input_bands"],
             preprocessing=Preprocessing(pre["scale"], tuple(pre["mean"]), tuple(pre["std"])),
-            gsd_m=params.gsd_m,
+            gsd_m=params.gsd_m if params.gsd_m is not None else DEFAULT_GSD_M,
             weights=weights_out,
             provenance=provenance,
             default_overlap=params.default_overlap,

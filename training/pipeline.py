@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from training.config import PipelineConfig, to_dict
@@ -33,7 +34,7 @@ def run_pipeline(
     started, quoted in the model card.
     """
     from training.evaluate import evaluate
-    from training.export import export_bundle
+    from training.export import export_bundle, trained_gsd
     from training.filter import filter_patches, format_report
     from training.model_card import write_model_card
     from training.patch import patch_dataset
@@ -105,7 +106,10 @@ def run_pipeline(
             report = json.loads((eval_dir / "report.json").read_text())
         calibration = ([patches / "images" / f"{name}.png" for name in read_split(split_dir, "train")]
                        if config.export.params.int8 else [])
-        out = export_bundle(model_dir, config.bundle_json, config.export.params, report=report, config=resolved,
+        params = config.export.params
+        if params.gsd_m is None:  # the bundle declares the pixel size the model was trained at
+            params = replace(params, gsd_m=trained_gsd(config.patch.gsd_m, config.data_dir))
+        out = export_bundle(model_dir, config.bundle_json, params, report=report, config=resolved,
                             calibration=calibration, say=lambda m: say(f"[export] {m}"))
         say(f"[export] bundle {out}")
         summary["bundle"] = str(out)

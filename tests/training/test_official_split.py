@@ -139,3 +139,25 @@ def test_a_seed_config_runs_on_the_official_split_of_the_imitation(fake_dir: Pat
     assert any("official lists" in m and "no patch leaks" in m for m in said)
     assert "official train/val/test tile lists" in (tmp_path / "card.md").read_text()
     assert load_bundle(tmp_path / "bundle" / "landcover.json").provenance["config"]["split"]["mode"] == "official"
+
+
+# ------------------------------------------------------------------ the bundle's pixel size is what was trained
+
+
+def test_the_bundle_gsd_follows_the_patch_resampling_or_the_data(fake_dir, synthetic_dir):
+    from training.export import trained_gsd
+
+    assert trained_gsd(0.3, fake_dir) == 0.3  # patches resampled to 0.3 m: the model learnt 0.3 m
+    assert trained_gsd(None, synthetic_dir) == 0.25  # native pixels, all 0.25 m
+    with pytest.raises(TrainingError, match=r"different pixel sizes \(0.25 to 0.5 m\) and patch.gsd_m is null"):
+        trained_gsd(None, fake_dir)  # LandCover.ai mixes 25 and 50 cm: no single size to declare
+
+
+def test_a_declared_gsd_that_contradicts_the_patches_is_a_config_error():
+    from tests.conftest import REPO
+    from training.config import load_config
+
+    config = REPO / "training" / "configs" / "landcoverai_unet_resnet18.yaml"
+    assert load_config(config, ["data.dir=/data/landcover.ai"]).export.params.gsd_m is None  # follows patch.gsd_m
+    with pytest.raises(TrainingError, match="export.params.gsd_m 0.5 contradicts patch.gsd_m 0.25"):
+        load_config(config, ["data.dir=/data/landcover.ai", "export.params.gsd_m=0.5"])
