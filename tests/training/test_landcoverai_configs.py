@@ -38,6 +38,10 @@ def test_config_runs_end_to_end_on_the_imitation(name, architecture, backbone, f
     assert (bundle.architecture, bundle.backbone, bundle.tile_size, bundle.gsd_m) == (architecture, backbone, 256, 0.25)
     assert bundle.has_weights and bundle.onnx is not None and bundle.onnx.file.is_file() and bundle.onnx.deepness
     assert bundle.onnx_int8 is not None and bundle.onnx_int8.file.is_file()
+    import json
+
+    precision = json.loads((tmp_path / "model" / "train.json").read_text())["precision"]
+    assert precision["asked"] and precision["policy"] == "float32" and "no GPU" in precision["why"]  # a CPU here
     card = (tmp_path / "card.md").read_text()
     accuracy, macro_f1 = SEED_RESULTS[(architecture, backbone)]
     assert "## Compared with the seed notebook" in card

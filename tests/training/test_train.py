@@ -89,3 +89,40 @@ def test_multi_device_training_runs_mirrored_on_two_logical_cpus(tmp_path) -> No
 def test_distribute_mode_is_checked() -> None:
     with pytest.raises(TrainingError, match="distribute must be one of auto, mirrored, none"):
         TrainParams(distribute="tpu")
+
+
+def test_mixed_precision_is_used_on_a_gpu_and_refused_on_a_cpu(monkeypatch, tmp_path) -> None:
+    """``train.mixed_precision: true``: float16 compute with a float32 softmax on GPUs; float32 on this CPU."""
+    from backend.tf_import import import_keras, import_segmentation_models, import_tensorflow
+    from training.train import _build_model, precision_policy
+
+    tf, keras, sm = import_tensorflow(), import_keras(), import_segmentation_models()
+    try:
+        cpu = precision_policy(tf, keras, True)
+        assert cpu["policy"] == "float32" and "no GPU" in cpu["why"]
+        assert keras.mixed_precision.global_policy().name == "float32"
+        real = tf.config.list_physical_devices
+        monkeypatch.setattr(tf.config, "list_physical_devices",
+                            lambda kind=None: ["GPU:0"] if kind == "GPU" else real(kind))
+        gpu = precision_policy(tf, keras, True)
+        assert gpu == {"asked": True, "policy": "mixed_float16"}
+        model, _, _ = _build_model(tf, keras, sm, TrainParams(mixed_precision=True, distribute="none"), 1)
+        assert model.output.dtype == tf.float32  # softmax and loss in float32
+        convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+        assert convs and all(layer.compute_dtype == "float16" and layer.dtype == "float32" for layer in convs)
+        assert isinstance(model.optimizer, keras.mixed_precision.LossScaleOptimizer)  # gradients scaled
+        model.save_weights(tmp_path / "best.weights.h5")  # as the epoch callback saves the best epoch
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    from backend.models import build_model, load_weights
+
+    plain = build_model("Unet", "resnet18", 5, 3)  # what export rebuilds, float32
+    load_weights(plain, tmp_path / "best.weights.h5")
+    for a, b in zip(plain.weights, [w for w in model.weights if "loss_scale" not in w.name], strict=False):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_train_json_says_which_precision_ran(tiny_run) -> None:
+    _, work, _ = tiny_run
+    info = json.loads((work / "model" / "train.json").read_text())
+    assert info["precision"] == {"asked": False, "policy": "float32"}
