@@ -111,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", action="store_true", help="also write the ONNX export (backend export-onnx)")
     p.add_argument("--deepness", action="store_true", help="with --onnx: the Deepness plugin's layout")
 
+    p = sub.add_parser("sanity", help="check a model against what real scenes certainly show and do not show",
+                       description="Segment each real raster of the expectations file as a user would (--resample) "
+                       "and check that certainly absent classes cover < 2 %% and certainly present ones >= 0.5 %% of "
+                       "the valid pixels. Exit 1 when a scene fails; the table shows every share.")
+    p.add_argument("--model", default=None, help="bundle .json or model name (default: the bundled default)")
+    p.add_argument("--expectations", type=_p, default=Path("tests/data/real/expectations.json"),
+                   help="JSON list of scenes (default tests/data/real/expectations.json)")
+    p.add_argument("--report", type=_p, default=None, help="also write the Markdown table here")
+
     p = sub.add_parser("quantize", help="static INT8 quantization of a bundle's ONNX export (BUNDLE.int8.onnx)",
                        description="Quantize the bundle's float ONNX export to INT8 (calibrated on its training "
                        "patches), check it against the float model on held-out orthophotos, and record the INT8 file "
@@ -246,6 +255,18 @@ def run_command(args: argparse.Namespace) -> int:
                               deepness=args.deepness)
         out = export_bundle(args.model, args.out, params, report=report)
         print(f"wrote bundle {out}")
+    elif cmd == "sanity":
+        from backend.bundle import resolve_model
+        from training.sanity import report, run_suite
+
+        bundle = resolve_model(args.model)
+        results = run_suite(bundle, args.expectations)
+        text = report(results, bundle.name)
+        print(text)
+        if args.report:
+            args.report.write_text(text)
+        if not all(r.passed for r in results):
+            return 1
     elif cmd == "quantize":
         _quantize(args)
     elif cmd == "run":

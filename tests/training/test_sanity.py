@@ -1,0 +1,67 @@
+"""The real-scene sanity suite (training/sanity.py): expectations, judging, and running a model on a scene."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from backend.bundle import ModelBundle
+from tests.backend.conftest import IdentityRuntime
+from tests.conftest import REPO
+from tests.data.rasters import write_raster
+from training.errors import TrainingError
+from training.sanity import MAX_ABSENT, MIN_PRESENT, Scene, judge, load_scenes, report, run_scene
+
+NAMES = ("background", "building", "woodland", "water", "road")
+
+
+def shares(**values: float) -> dict[str, float]:
+    return {n: values.get(n, 0.0) for n in NAMES}
+
+
+def test_the_shipped_expectations_name_real_rasters_and_real_classes():
+    path = REPO / "tests" / "data" / "real" / "expectations.json"
+    scenes = load_scenes(path)
+    assert len(scenes) >= 3
+    for scene in scenes:
+        assert (path.parent / scene.raster).is_file() and len(scene.note) > 40
+        assert set(scene.absent) | set(scene.present) <= set(NAMES)
+
+
+def test_absent_classes_must_stay_below_and_present_ones_reach_their_thresholds():
+    scene = Scene("x.tif", "a field", absent=("water", "building"), present=("background",))
+    assert judge(scene, shares(background=0.9, water=MAX_ABSENT / 2, building=0.0)).passed
+    failed = judge(scene, shares(background=MIN_PRESENT / 2, building=0.125))
+    assert not failed.passed and len(failed.failures) == 2
+    assert "building covers 12.5 % (certainly absent" in failed.failures[0]
+    assert "background covers 0.25 % (certainly present" in failed.failures[1]
+    text = report([failed], "m")
+    assert "FAIL: building covers 12.5 %" in text and "0 of 1 scenes pass." in text
+
+
+@pytest.mark.parametrize("bad", [{"absent": ["water"], "present": ["water"]}, {}])
+def test_a_scene_says_something_and_never_both(bad):
+    with pytest.raises(TrainingError):
+        Scene("x.tif", "note", absent=tuple(bad.get("absent", ())), present=tuple(bad.get("present", ())))
+
+
+def test_an_unknown_class_is_an_error(tmp_path):
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps([{"raster": "x.tif", "note": "n", "absent": ["lava"]}]))
+    with pytest.raises(TrainingError, match="no class 'lava'"):
+        judge(load_scenes(path)[0], shares(background=1.0))
+
+
+def test_a_scene_runs_through_segment_with_resampling(tmp_path):
+    """Identity model: class = red value mod 5; red 3 everywhere but a 10 % strip of red 1 ('building')."""
+    rgb = np.full((3, 200, 200), 3, np.uint8)
+    rgb[0, :, :20] = 1
+    write_raster(tmp_path / "scene.tif", rgb, pixel_size=0.5)  # the model is at 0.25 m: resampled 2x
+    scene = Scene("scene.tif", "water with a strip of roofs", absent=("road",), present=("water", "building"))
+    bundle = ModelBundle(name="identity", architecture="Unet", backbone="resnet18", tile_size=64, gsd_m=0.25)
+    (tmp_path / "out").mkdir()
+    result = run_scene(bundle, scene, tmp_path, tmp_path / "out", runtime=IdentityRuntime())
+    assert result.passed and result.shares["water"] == pytest.approx(0.9, abs=0.01)
+    assert result.shares["building"] == pytest.approx(0.1, abs=0.01)

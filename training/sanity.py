@@ -1,0 +1,115 @@
+"""Real-scene sanity suite: does a model misread real orthophotos? (``python -m training sanity``).
+
+Real rasters carry no masks, but a person looking at one can say which classes are *certainly absent* (a
+crop field has no water) and which are *certainly present* (a river scene has water). Those statements live
+in an expectations file beside the rasters (``tests/data/real/expectations.json``), each with a note of what
+the scene shows. A scene passes when every absent class covers less than ``MAX_ABSENT`` of the valid pixels and
+every present class at least ``MIN_PRESENT``. Models are run as a user would: ``segment --resample`` at the
+model's pixel size, optionally on a window of the raster.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.errors import TrainingError
+
+MAX_ABSENT = 0.02  # an absent class may cover less than 2 % of the valid pixels (stray pixels, not a misreading)
+MIN_PRESENT = 0.005  # a present class must cover at least 0.5 %: found, not a few stray pixels
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One real raster and what is certainly in it and not."""
+
+    raster: str  # file name, relative to the expectations file
+    note: str  # what the scene shows (written after looking at it)
+    absent: tuple[str, ...] = ()
+    present: tuple[str, ...] = ()
+    window: tuple[int, int, int, int] | None = None  # col_off, row_off, width, height of the raster
+
+    def __post_init__(self) -> None:
+        if set(self.absent) & set(self.present):
+            raise TrainingError(f"{self.raster}: a class cannot be both absent and present")
+        if not self.absent and not self.present:
+            raise TrainingError(f"{self.raster}: say at least one class that is certainly absent or present")
+
+
+@dataclass
+class SceneResult:
+    scene: Scene
+    shares: dict[str, float]  # class -> share of the valid pixels
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def load_scenes(path: Path) -> list[Scene]:
+    """The scenes of an expectations file (a JSON list of objects with Scene's fields)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"cannot read the expectations file {path} ({exc})") from exc
+    scenes = []
+    for entry in data:
+        entry = {**entry, "absent": tuple(entry.get("absent", ())), "present": tuple(entry.get("present", ()))}
+        if entry.get("window") is not None:
+            entry["window"] = tuple(entry["window"])
+        scenes.append(Scene(**entry))
+    return scenes
+
+
+def judge(scene: Scene, shares: dict[str, float]) -> SceneResult:
+    """Compare class shares with the scene's expectations."""
+    unknown = [c for c in (*scene.absent, *scene.present) if c not in shares]
+    if unknown:
+        raise TrainingError(f"{scene.raster}: the model has no class {unknown[0]!r}; its classes are "
+                            f"{', '.join(shares)}")
+    failures = [f"{c} covers {100 * shares[c]:.1f} % (certainly absent: < {100 * MAX_ABSENT:g} %)"
+                for c in scene.absent if shares[c] >= MAX_ABSENT]
+    failures += [f"{c} covers {100 * shares[c]:.2f} % (certainly present: >= {100 * MIN_PRESENT:g} %)"
+                 for c in scene.present if shares[c] < MIN_PRESENT]
+    return SceneResult(scene, shares, failures)
+
+
+def run_scene(bundle: Any, scene: Scene, folder: Path, workdir: Path, runtime: Any = "auto") -> SceneResult:
+    """Segment the scene as a user would (``--resample``) and judge the class shares."""
+    from backend.inference import segment
+    from backend.raster_io import Window
+
+    result = segment(folder / scene.raster, workdir / f"{Path(scene.raster).stem}.tif", bundle, resample=True,
+                     window=Window(*scene.window) if scene.window else None, runtime=runtime)
+    valid = max(result.areas.valid_pixels, 1)
+    shares = {c.name: n / valid for c, n in zip(bundle.classes, result.areas.counts, strict=True)}
+    return judge(scene, shares)
+
+
+def run_suite(bundle: Any, expectations: Path, runtime: Any = "auto") -> list[SceneResult]:
+    """Every scene of ``expectations`` through ``bundle``."""
+    expectations = Path(expectations)
+    with tempfile.TemporaryDirectory(prefix="landcover-sanity-") as tmp:
+        return [run_scene(bundle, scene, expectations.parent, Path(tmp), runtime)
+                for scene in load_scenes(expectations)]
+
+
+def report(results: list[SceneResult], model: str) -> str:
+    """A Markdown table: per scene, the classes' shares, the expectations and the verdict."""
+    names = list(results[0].shares) if results else []
+    lines = [f"Real-scene sanity suite, model `{model}` (absent: < {100 * MAX_ABSENT:g} % of valid pixels; present: "
+             f">= {100 * MIN_PRESENT:g} %):", "",
+             "| scene | " + " | ".join(names) + " | certainly absent | certainly present | verdict |",
+             "|---|" + "---|" * (len(names) + 3)]
+    for r in results:
+        cells = [f"{100 * r.shares[n]:.1f} %" for n in names]
+        verdict = "pass" if r.passed else "FAIL: " + "; ".join(r.failures)
+        lines.append(f"| {r.scene.raster} | " + " | ".join(cells) +
+                     f" | {', '.join(r.scene.absent) or '—'} | {', '.join(r.scene.present) or '—'} | {verdict} |")
+    passed = sum(r.passed for r in results)
+    lines += ["", f"{passed} of {len(results)} scenes pass."]
+    return "\n".join(lines) + "\n"
