@@ -176,7 +176,7 @@ def training_calibration_tiles(bundle: Any, count: int | None, seed: int = 0) ->
     from training.filter import select
     from training.patch import PatchRecord, grid_shape, patch_name
     from training.split import split_names
-    from training.synthetic import generate_scene, scene_rng
+    from training.synthetic import generate_scene, scene_rng, scene_style
 
     config = training_config(bundle)
     synth, patch = config.data.synthetic, config.patch
@@ -185,7 +185,8 @@ def training_calibration_tiles(bundle: Any, count: int | None, seed: int = 0) ->
         raise TrainingError(f"training scenes ({synth.size} px) are smaller than the model's tile ({bundle.tile_size})")
 
     def scene(i: int) -> tuple[np.ndarray, np.ndarray]:
-        return generate_scene(scene_rng(synth.seed, i), synth.size, synth.shares, synth.jitter)
+        return generate_scene(scene_rng(synth.seed, i), synth.size, synth.shares, synth.jitter,
+                              scene_style(synth.style, i))
 
     names = [f"{synth.prefix}_{synth.seed}_{i:03d}" for i in range(synth.orthophotos)]  # sorted like the files
     records = []
@@ -311,7 +312,7 @@ def held_out_scenes(bundle: Any, params: QuantizeParams, out_dir: Path) -> list[
     if params.held_out_seed == train.seed:
         raise TrainingError(f"held-out seed {params.held_out_seed} is the training scenes' seed; use another")
     synth = SyntheticParams(orthophotos=params.held_out_scenes, size=params.held_out_size, seed=params.held_out_seed,
-                            shares=train.shares, jitter=train.jitter, prefix="heldout")
+                            shares=train.shares, jitter=train.jitter, prefix="heldout", style=train.style)
     names = generate_dataset(out_dir, synth)
     return [EvalImage(out_dir / "images" / f"{n}.tif", out_dir / "masks" / f"{n}.tif") for n in names]
 

@@ -24,6 +24,7 @@ from training.errors import TrainingError
 BACKGROUND, BUILDING, WOODLAND, WATER, ROAD = range(5)
 GSD_M = 0.25
 CRS = "EPSG:2180"
+STYLES = ("v1", "v2", "mixed")  # see painters() and scene_style()
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class SyntheticParams:
     shares: ClassShares = field(default_factory=ClassShares)
     jitter: float = 0.35  # relative per-scene variation of each share, so scenes differ in composition
     prefix: str = "synthetic"
+    style: str = "v1"  # how classes are painted: v1 (the first generator), v2 (varied; training/synthetic_v2.py),
+    # or mixed (even-numbered scenes v1, odd ones v2)
 
     def __post_init__(self) -> None:
         if self.orthophotos < 1:
@@ -61,6 +64,8 @@ class SyntheticParams:
             raise TrainingError(f"--size must be >= 64 pixels, got {self.size}")
         if not 0.0 <= self.jitter < 1.0:
             raise TrainingError(f"jitter must be in 0..1, got {self.jitter}")
+        if self.style not in STYLES:
+            raise TrainingError(f"synthetic style must be one of {', '.join(STYLES)}, got {self.style!r}")
 
 
 # ----------------------------------------------------------------------------------------------- noise
@@ -155,7 +160,23 @@ def _wandering_line(rng: np.random.Generator, h: int, w: int, bend: float, n: in
 # ----------------------------------------------------------------------------------------------- layers
 
 
-def _fields(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+FIELD_COLOURS = np.array(
+    [
+        (96, 132, 64),  # green crop
+        (120, 150, 80),  # young cereal
+        (196, 184, 120),  # ripe cereal
+        (170, 160, 110),  # stubble
+        (140, 112, 86),  # ploughed soil
+        (118, 98, 78),  # wet soil
+        (150, 162, 108),  # meadow
+        (175, 170, 140),  # dry grass
+    ],
+    np.float32,
+)
+
+
+def _fields(rng: np.random.Generator, h: int, w: int, palette: np.ndarray = FIELD_COLOURS,
+            max_stripes: float = 16.0) -> np.ndarray:
     """Background: agricultural parcels with per-parcel colour and ploughing stripes, as float RGB."""
     angle = rng.uniform(0, np.pi)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -169,23 +190,10 @@ def _fields(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     cut = np.searchsorted(cut_edges, v + strip_shift[strip]).astype(np.int32)
     parcel = strip * (cut_edges.size + 1) + cut
     n = (strip_edges.size + 1) * (cut_edges.size + 1)
-    palette = np.array(
-        [
-            (96, 132, 64),  # green crop
-            (120, 150, 80),  # young cereal
-            (196, 184, 120),  # ripe cereal
-            (170, 160, 110),  # stubble
-            (140, 112, 86),  # ploughed soil
-            (118, 98, 78),  # wet soil
-            (150, 162, 108),  # meadow
-            (175, 170, 140),  # dry grass
-        ],
-        np.float32,
-    )
     kind = rng.integers(0, len(palette), n)
     colour = palette[kind] + rng.normal(0, 10, (n, 3)).astype(np.float32)
     period = rng.uniform(5, 18, n).astype(np.float32)
-    amplitude = rng.uniform(0, 16, n).astype(np.float32) * (rng.random(n) < 0.7)
+    amplitude = rng.uniform(0, max_stripes, n).astype(np.float32) * (rng.random(n) < 0.7)
     along_u = rng.random(n) < 0.5
     coord = np.where(along_u[parcel], u, v)
     stripes = np.sin(2 * np.pi * coord / period[parcel]) * amplitude[parcel]
@@ -232,6 +240,31 @@ ROOF_COLOURS = np.array(
 )
 
 
+@dataclass(frozen=True)
+class Painters:
+    """How a style paints each class (see :data:`STYLES`); the scene layout is the same for every style."""
+
+    fields: Callable[[np.random.Generator, int, int], np.ndarray]
+    woodland: Callable[[np.random.Generator, int, int], np.ndarray]
+    water: Callable[[np.random.Generator, int, int], np.ndarray]
+    road_colour: Callable[[np.random.Generator], np.ndarray]
+    roof_colours: np.ndarray
+    finish: Callable[[np.random.Generator, np.ndarray], np.ndarray]
+    scattered_trees: bool = False  # single crowns over fields and dry grass (woodland in the mask)
+
+
+def painters(style: str) -> Painters:
+    """The painters of ``style``: ``v1`` (the first generator) or ``v2`` (more of the real world's variety)."""
+    if style == "v1":
+        return Painters(_fields, _woodland_texture, _water_texture, _road_colour, ROOF_COLOURS, _finish)
+    if style == "v2":
+        from training import synthetic_v2 as v2
+
+        return Painters(v2.fields, v2.woodland, v2.water, v2.road_colour, v2.ROOF_COLOURS, v2.finish,
+                        scattered_trees=True)
+    raise TrainingError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")
+
+
 # ----------------------------------------------------------------------------------------------- scene
 
 
@@ -239,18 +272,18 @@ def _jittered(rng: np.random.Generator, share: float, jitter: float) -> float:
     return float(share * rng.uniform(1 - jitter, 1 + jitter)) if share > 0 else 0.0
 
 
-def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jitter: float = 0.35) -> tuple[
-    np.ndarray, np.ndarray
-]:
-    """Paint one scene.
+def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jitter: float = 0.35,
+                   style: str = "v1") -> tuple[np.ndarray, np.ndarray]:
+    """Paint one scene in ``style`` (see :func:`painters`).
 
     Returns:
         ``(image, mask)``: uint8 ``(size, size, 3)`` RGB and uint8 ``(size, size)`` class ids.
     """
+    paint = painters(style)
     h = w = size
     area = h * w
     mask = np.zeros((h, w), np.uint8)
-    img = _fields(rng, h, w)
+    img = paint.fields(rng, h, w)
 
     # Water first (lakes from thresholded smooth noise, sometimes a river), so woodland fills around it.
     water_target = _jittered(rng, shares.water, jitter)
@@ -265,12 +298,16 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
         lakes = fbm(rng, h, w, (size / 3, size / 8, 48.0))
         water |= lakes > _threshold_for_share(lakes, remaining, ~water)
     mask[water] = WATER
-    img[water] = _water_texture(rng, h, w)[water]
+    img[water] = paint.water(rng, h, w)[water]
     woodland_target = _jittered(rng, shares.woodland, jitter)
     forest = fbm(rng, h, w, (size / 2.5, size / 6, 64.0))
     wood = (forest > _threshold_for_share(forest, woodland_target / max(1 - water.mean(), 1e-6), ~water)) & ~water
     mask[wood] = WOODLAND
-    img[wood] = _woodland_texture(rng, h, w)[wood]
+    img[wood] = paint.woodland(rng, h, w)[wood]
+    if paint.scattered_trees:
+        from training.synthetic_v2 import scatter_trees
+
+        scatter_trees(rng, img, mask, ~(water | wood), paint.woodland)
 
     # Roads: add crossing roads until the target share is met.
     road_target = _jittered(rng, shares.road, jitter)
@@ -290,7 +327,7 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
         this = np.zeros((h, w), bool)
         dist = np.full((h, w), np.inf, np.float32)
         _paint_polyline(this, line, half, dist)
-        colour = _road_colour(rng)
+        colour = paint.road_colour(rng)
         edge_shade = np.clip(dist[this] / half, 0, 1) ** 4  # darker verges
         img[this] = colour * (1 - 0.18 * edge_shade[:, None])
         road |= this
@@ -320,10 +357,10 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
             cy, cx = rng.uniform(0, h), rng.uniform(0, w)
             length, width = rng.uniform(36, 90), rng.uniform(28, 56)
             angle = rng.uniform(0, np.pi)
-        _paint_building(rng, img, mask, built, water | road, cy, cx, length, width, angle)
+        _paint_building(rng, img, mask, built, water | road, cy, cx, length, width, angle, paint.roof_colours)
 
     img += rng.normal(0, rng.uniform(2, 5), img.shape).astype(np.float32)
-    img = _finish(rng, img)
+    img = paint.finish(rng, img)
     return img, mask
 
 
@@ -338,6 +375,7 @@ def _paint_building(
     length: float,
     width: float,
     angle: float,
+    roof_colours: np.ndarray = ROOF_COLOURS,
 ) -> None:
     h, w = mask.shape
     reach = int(math.hypot(length, width) / 2) + 16
@@ -361,7 +399,7 @@ def _paint_building(
     shadow &= ~roof
     window = img[r0:r1, c0:c1]
     window[shadow] *= 0.45
-    colour = ROOF_COLOURS[int(rng.integers(len(ROOF_COLOURS)))] + rng.normal(0, 8, 3).astype(np.float32)
+    colour = roof_colours[int(rng.integers(len(roof_colours)))] + rng.normal(0, 8, 3).astype(np.float32)
     gable = rng.random() < 0.7
     shade = np.where(v > 0, 1.0, 0.78) if gable else np.ones_like(v)
     ridge = (np.abs(v) < 1.5) & gable
@@ -386,6 +424,13 @@ def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- writing
+
+
+def scene_style(style: str, index: int) -> str:
+    """The style scene ``index`` of a dataset of ``style`` is painted in (``mixed``: v1 and v2 alternate)."""
+    if style not in STYLES:
+        raise TrainingError(f"synthetic style must be one of {', '.join(STYLES)}, got {style!r}")
+    return ("v1", "v2")[index % 2] if style == "mixed" else style
 
 
 def scene_rng(seed: int, index: int) -> np.random.Generator:
@@ -432,7 +477,7 @@ def generate_dataset(
     names = []
     for i in range(params.orthophotos):
         rng = scene_rng(params.seed, i)
-        image, mask = generate_scene(rng, params.size, params.shares, params.jitter)
+        image, mask = generate_scene(rng, params.size, params.shares, params.jitter, scene_style(params.style, i))
         # Plausible PL-1992 coordinates, snapped to whole metres.
         x0, y0 = float(rng.integers(300_000, 700_000)), float(rng.integers(300_000, 700_000))
         transform = from_origin(x0, y0, GSD_M, GSD_M)

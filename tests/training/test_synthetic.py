@@ -60,3 +60,45 @@ def test_bad_parameters(kwargs) -> None:
 def test_bad_shares() -> None:
     with pytest.raises(TrainingError):
         ClassShares(woodland=0.9, water=0.1)
+
+
+# ------------------------------------------------------------------ styles
+
+
+def test_style_v1_is_the_first_generator_bit_for_bit():
+    """The shipped model's calibration and its reports rebuild v1 scenes: they must not change.
+
+    The digest is that of the scene before styles existed (the same call, measured on the commit before them).
+    """
+    import hashlib
+
+    img, mask = generate_scene(scene_rng(7, 2), 256, ClassShares())
+    assert hashlib.sha256(img.tobytes() + mask.tobytes()).hexdigest() == \
+        "8dcc12ef96723a201be83a8fe37f2b88fba3d9ada6364b3b508274d896e2ba91"
+    assert np.array_equal(generate_scene(scene_rng(7, 2), 256, ClassShares(), style="v1")[0], img)
+
+
+def test_style_v2_is_deterministic_different_and_keeps_the_class_balance():
+    from training.synthetic import WOODLAND
+
+    a_img, a_mask = generate_scene(scene_rng(3, 1), 512, ClassShares(), style="v2")
+    b_img, b_mask = generate_scene(scene_rng(3, 1), 512, ClassShares(), style="v2")
+    v1_img, _ = generate_scene(scene_rng(3, 1), 512, ClassShares(), style="v1")
+    assert np.array_equal(a_img, b_img) and np.array_equal(a_mask, b_mask)
+    assert not np.array_equal(a_img, v1_img)
+    shares = np.mean([np.bincount(generate_scene(scene_rng(0, i), 1024, ClassShares(), jitter=0.0, style="v2")[1]
+                                  .ravel(), minlength=5) / 1024 ** 2 for i in range(4)], axis=0)
+    assert 0.25 < shares[WOODLAND] < 0.45  # woodland target 0.33 (+ scattered single trees)
+    assert 0.03 < shares[3] < 0.09 and 0.005 < shares[1] < 0.02 and 0.008 < shares[4] < 0.04
+
+
+def test_mixed_alternates_the_styles_and_unknown_styles_are_refused():
+    from training.errors import TrainingError
+    from training.synthetic import SyntheticParams, scene_style
+
+    assert [scene_style("mixed", i) for i in range(4)] == ["v1", "v2", "v1", "v2"]
+    assert scene_style("v2", 0) == "v2"
+    with pytest.raises(TrainingError, match="style must be one of v1, v2, mixed"):
+        SyntheticParams(style="photoreal")
+    with pytest.raises(TrainingError, match="unknown synthetic style"):
+        generate_scene(scene_rng(0, 0), 64, ClassShares(), style="mixed")  # a scene has one style
