@@ -24,7 +24,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -378,9 +378,6 @@ def run_batch(params: BatchParams, progress=None, client_factory=dask_client) ->
         raise InputError(f"{inside[0]} is inside the output folder {outdir}; choose an output folder apart from "
                          "the inputs")
     items = plan(rasters, outdir, params.chunk)
-    keys = [i.key for i in items]
-    if len(set(keys)) != len(keys):  # pragma: no cover - plan() makes keys unique
-        raise InputError("two items would write the same output")
     records = manifest.records()
     done = [i for i in items if params.resume and is_done(i, records.get(i.key))]
     todo = [i for i in items if i not in done]
@@ -531,10 +528,3 @@ def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def result_dict(result: BatchResult) -> dict[str, Any]:
-    """The result as JSON-ready values (for ``--progress json`` and tests)."""
-    d = asdict(result)
-    d["outdir"], d["mosaic"] = str(result.outdir), str(result.mosaic) if result.mosaic else None
-    return d
