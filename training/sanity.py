@@ -5,7 +5,9 @@ crop field has no water) and which are *certainly present* (a river scene has wa
 in an expectations file beside the rasters (``tests/data/real/expectations.json``), each with a note of what
 the scene shows. A scene passes when every absent class covers less than ``MAX_ABSENT`` of the valid pixels and
 every present class at least ``MIN_PRESENT``. Models are run as a user would: ``segment --resample`` at the
-model's pixel size, optionally on a window of the raster.
+model's pixel size, optionally on a window of the raster. A scene may name a ``nodata`` value its file does not
+flag (a black collar of no imagery); it is then run on a copy that flags it, as a user would with
+``gdal_translate -a_nodata``, so no class gets credit for pixels that are not imagery.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Scene:
     absent: tuple[str, ...] = ()
     present: tuple[str, ...] = ()
     window: tuple[int, int, int, int] | None = None  # col_off, row_off, width, height of the raster
+    nodata: float | None = None  # a no-imagery value the file does not flag
 
     def __post_init__(self) -> None:
         if set(self.absent) & set(self.present):
@@ -78,23 +81,40 @@ def judge(scene: Scene, shares: dict[str, float]) -> SceneResult:
     return SceneResult(scene, shares, failures)
 
 
-def run_scene(bundle: Any, scene: Scene, folder: Path, workdir: Path, runtime: Any = "auto") -> SceneResult:
+def run_scene(bundle: Any, scene: Scene, folder: Path, workdir: Path, runtime: Any = "auto",
+              precision: str = "auto") -> SceneResult:
     """Segment the scene as a user would (``--resample``) and judge the class shares."""
     from backend.inference import segment
     from backend.raster_io import Window
 
-    result = segment(folder / scene.raster, workdir / f"{Path(scene.raster).stem}.tif", bundle, resample=True,
-                     window=Window(*scene.window) if scene.window else None, runtime=runtime)
+    source = folder / scene.raster
+    if scene.nodata is not None:
+        source = _flag_nodata(source, scene.nodata, workdir)
+    result = segment(source, workdir / f"{Path(scene.raster).stem}.tif", bundle, resample=True,
+                     window=Window(*scene.window) if scene.window else None, runtime=runtime, precision=precision)
     valid = max(result.areas.valid_pixels, 1)
     shares = {c.name: n / valid for c, n in zip(bundle.classes, result.areas.counts, strict=True)}
     return judge(scene, shares)
 
 
-def run_suite(bundle: Any, expectations: Path, runtime: Any = "auto") -> list[SceneResult]:
+def _flag_nodata(source: Path, nodata: float, workdir: Path) -> Path:
+    """A copy of ``source`` in ``workdir`` whose bands flag ``nodata``."""
+    import shutil
+
+    import rasterio
+
+    copy = workdir / f"nodata-{source.name}"
+    shutil.copyfile(source, copy)
+    with rasterio.open(copy, "r+") as ds:
+        ds.nodata = nodata
+    return copy
+
+
+def run_suite(bundle: Any, expectations: Path, runtime: Any = "auto", precision: str = "auto") -> list[SceneResult]:
     """Every scene of ``expectations`` through ``bundle``."""
     expectations = Path(expectations)
     with tempfile.TemporaryDirectory(prefix="landcover-sanity-") as tmp:
-        return [run_scene(bundle, scene, expectations.parent, Path(tmp), runtime)
+        return [run_scene(bundle, scene, expectations.parent, Path(tmp), runtime, precision)
                 for scene in load_scenes(expectations)]
 
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import rasterio
 
 from backend.bundle import ModelBundle
 from tests.backend.conftest import IdentityRuntime
@@ -65,3 +66,20 @@ def test_a_scene_runs_through_segment_with_resampling(tmp_path):
     result = run_scene(bundle, scene, tmp_path, tmp_path / "out", runtime=IdentityRuntime())
     assert result.passed and result.shares["water"] == pytest.approx(0.9, abs=0.01)
     assert result.shares["building"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_a_no_imagery_value_the_file_does_not_flag_is_left_out(tmp_path):
+    """A black collar (value 0, read as class 0 by the identity model) counts only until the scene flags it."""
+    rgb = np.full((3, 200, 200), 3, np.uint8)
+    rgb[:, :60, :] = 0  # 30 % black, not flagged in the file
+    write_raster(tmp_path / "scene.tif", rgb, pixel_size=0.25)
+    bundle = ModelBundle(name="identity", architecture="Unet", backbone="resnet18", tile_size=64, gsd_m=0.25)
+    (tmp_path / "out").mkdir()
+    unflagged = Scene("scene.tif", "water with a black collar", absent=("background",))
+    result = run_scene(bundle, unflagged, tmp_path, tmp_path / "out", runtime=IdentityRuntime())
+    assert not result.passed and result.shares["background"] == pytest.approx(0.3, abs=0.01)
+    flagged = Scene("scene.tif", "water with a black collar", absent=("background",), nodata=0)
+    result = run_scene(bundle, flagged, tmp_path, tmp_path / "out", runtime=IdentityRuntime())
+    assert result.passed and result.shares["water"] == pytest.approx(1.0)
+    with rasterio.open(tmp_path / "scene.tif") as ds:
+        assert ds.nodata is None  # the user's file is not touched
