@@ -251,6 +251,8 @@ class Painters:
     roof_colours: np.ndarray
     finish: Callable[[np.random.Generator, np.ndarray], np.ndarray]
     scattered_trees: bool = False  # single crowns over fields and dry grass (woodland in the mask)
+    wide_river: float = 0.0  # chance of a river 25-60 % of the scene wide (a riverfront)
+    clutter: Callable[..., None] | None = None  # small objects that keep the class below (vehicles, markings)
 
 
 def painters(style: str) -> Painters:
@@ -261,7 +263,7 @@ def painters(style: str) -> Painters:
         from training import synthetic_v2 as v2
 
         return Painters(v2.fields, v2.woodland, v2.water, v2.road_colour, v2.ROOF_COLOURS, v2.finish,
-                        scattered_trees=True)
+                        scattered_trees=True, wide_river=v2.WIDE_RIVER, clutter=v2.clutter)
     raise TrainingError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")
 
 
@@ -288,6 +290,11 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
     # Water first (lakes from thresholded smooth noise, sometimes a river), so woodland fills around it.
     water_target = _jittered(rng, shares.water, jitter)
     water = np.zeros((h, w), bool)
+    riverfront = bool(paint.wide_river) and rng.random() < paint.wide_river  # (v1 draws no number here)
+    if riverfront:
+        half = rng.uniform(0.12, 0.3) * size
+        _paint_polyline(water, _wandering_line(rng, h, w, bend=rng.uniform(20, 120), n=24), half)
+        water_target = max(water_target, water.mean())
     if water_target > 0 and rng.random() < 0.5:
         # A river may take at most 70 % of the water budget (a 1024 px scene cannot hold a wide one).
         river_half = min(rng.uniform(14, 48), 0.7 * water_target * area / (2 * 1.2 * size))
@@ -300,6 +307,8 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
     mask[water] = WATER
     img[water] = paint.water(rng, h, w)[water]
     woodland_target = _jittered(rng, shares.woodland, jitter)
+    if riverfront:  # the land left keeps the usual mix of classes
+        woodland_target *= 1 - water.mean()
     forest = fbm(rng, h, w, (size / 2.5, size / 6, 64.0))
     wood = (forest > _threshold_for_share(forest, woodland_target / max(1 - water.mean(), 1e-6), ~water)) & ~water
     mask[wood] = WOODLAND
@@ -358,6 +367,8 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
             length, width = rng.uniform(36, 90), rng.uniform(28, 56)
             angle = rng.uniform(0, np.pi)
         _paint_building(rng, img, mask, built, water | road, cy, cx, length, width, angle, paint.roof_colours)
+    if paint.clutter is not None:
+        paint.clutter(rng, img, mask, road_lines)
 
     img += rng.normal(0, rng.uniform(2, 5), img.shape).astype(np.float32)
     img = paint.finish(rng, img)

@@ -89,7 +89,8 @@ def test_style_v2_is_deterministic_different_and_keeps_the_class_balance():
     shares = np.mean([np.bincount(generate_scene(scene_rng(0, i), 1024, ClassShares(), jitter=0.0, style="v2")[1]
                                   .ravel(), minlength=5) / 1024 ** 2 for i in range(4)], axis=0)
     assert 0.25 < shares[WOODLAND] < 0.45  # woodland target 0.33 (+ scattered single trees)
-    assert 0.03 < shares[3] < 0.09 and 0.005 < shares[1] < 0.02 and 0.008 < shares[4] < 0.04
+    # water target 0.06, more with the riverfronts (a quarter of the scenes, 25-60 % water)
+    assert 0.03 < shares[3] < 0.25 and 0.005 < shares[1] < 0.02 and 0.008 < shares[4] < 0.04
 
 
 def test_mixed_alternates_the_styles_and_unknown_styles_are_refused():
@@ -102,3 +103,48 @@ def test_mixed_alternates_the_styles_and_unknown_styles_are_refused():
         SyntheticParams(style="photoreal")
     with pytest.raises(TrainingError, match="unknown synthetic style"):
         generate_scene(scene_rng(0, 0), 64, ClassShares(), style="mixed")  # a scene has one style
+
+
+def test_v2_riverfronts_are_wide_and_leave_the_land_its_usual_mix():
+    from training.synthetic import WATER, WOODLAND
+
+    shares = [np.bincount(generate_scene(scene_rng(5, i), 512, ClassShares(), style="v2")[1].ravel(), minlength=5)
+              / 512 ** 2 for i in range(12)]
+    fronts = [s for s in shares if s[WATER] > 0.2]
+    assert 1 <= len(fronts) <= 8  # about a quarter of the scenes
+    for s in fronts:
+        land = 1 - s[WATER]
+        assert 0.1 < s[WOODLAND] / land < 0.7 and s[0] / land > 0.2  # woodland and fields on the banks
+
+
+def test_v2_clutter_changes_pixels_but_never_the_classes_below():
+    from training.synthetic import BACKGROUND, ROAD
+    from training.synthetic_v2 import clutter
+
+    mask = np.full((1024, 1024), BACKGROUND, np.uint8)
+    mask[500:530] = ROAD
+    line = np.array([[515.0, 0.0], [515.0, 1023.0]])
+    img = np.full((1024, 1024, 3), 128.0, np.float32)
+    before = mask.copy()
+    changed = np.zeros(2, int)
+    for seed in range(6):
+        out = img.copy()
+        clutter(scene_rng(seed, 0), out, mask, [(line, 15.0)])
+        diff = (out != img).any(axis=-1)
+        changed += (diff[mask == ROAD].sum(), diff[mask == BACKGROUND].sum())
+        assert np.array_equal(mask, before)
+    assert changed.min() > 100  # vehicles and marks on the road, strokes on the fields
+
+
+def test_v2_resampling_imitates_coarser_sources_and_keeps_the_mean():
+    from training.synthetic_v2 import GSD_RANGE_M, resample
+
+    assert GSD_RANGE_M == (0.2, 0.5)
+    checker = np.indices((256, 256)).sum(axis=0) % 2 * 200.0
+    img = np.repeat(checker[..., None], 3, axis=-1).astype(np.float32)
+    outs = [resample(scene_rng(seed, 0), img) for seed in range(20)]
+    kept = [o for o in outs if np.array_equal(o, img)]  # sources finer than 0.25 m: nothing painted is lost
+    coarser = [o for o in outs if not np.array_equal(o, img)]
+    assert kept and coarser
+    for o in coarser:
+        assert o.shape == img.shape and o.std() < 0.8 * img.std() and abs(o.mean() - img.mean()) < 5
