@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from backend.contract import PRECISIONS
 from training.errors import LandcoverError, TrainingError
+from training.heldout import HELD_OUT_SEED
 
 
 def _p(path: str) -> Path:
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--architecture", choices=("Unet", "FPN", "Linknet"))
     p.add_argument("--backbone", help="segmentation-models backbone, e.g. resnet18, resnet50")
     p.add_argument("--encoder-weights", help="local encoder .h5 file (no downloads here); default none")
+    p.add_argument("--init-weights", help="start from this trained model (bundle JSON or weights .h5) to fine-tune")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--learning-rate", type=float)
@@ -118,6 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="bundle .json or model name (default: the bundled default)")
     p.add_argument("--expectations", type=_p, default=Path("tests/data/real/expectations.json"),
                    help="JSON list of scenes (default tests/data/real/expectations.json)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="which export runs, as in segment --precision (default auto)")
+    p.add_argument("--report", type=_p, default=None, help="also write the Markdown table here")
+
+    p = sub.add_parser("heldout", help="score a model on fresh synthetic scenes of each style",
+                       description="Paint new synthetic scenes (a seed no training run uses), the same number per "
+                       "style, segment them through the backend and report mIoU, accuracy and per-class IoU per "
+                       "style.")
+    p.add_argument("--model", default=None, help="bundle .json or model name (default: the bundled default)")
+    p.add_argument("--scenes", type=int, default=8, help="scenes per style (default 8)")
+    p.add_argument("--size", type=int, default=1024, help="scene side in pixels (default 1024)")
+    p.add_argument("--styles", nargs="+", default=["v1", "v2"], help="styles to paint (default v1 v2)")
+    p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help=f"scene seed (default {HELD_OUT_SEED})")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="which export runs, as in segment --precision (default auto)")
     p.add_argument("--report", type=_p, default=None, help="also write the Markdown table here")
 
     p = sub.add_parser("quantize", help="static INT8 quantization of a bundle's ONNX export (BUNDLE.int8.onnx)",
@@ -172,6 +190,7 @@ def _train_overrides(args: argparse.Namespace) -> list[str]:
         "architecture": args.architecture,
         "backbone": args.backbone,
         "encoder_weights": args.encoder_weights,
+        "init_weights": args.init_weights,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
@@ -260,13 +279,25 @@ def run_command(args: argparse.Namespace) -> int:
         from training.sanity import report, run_suite
 
         bundle = resolve_model(args.model)
-        results = run_suite(bundle, args.expectations)
-        text = report(results, bundle.name)
+        results = run_suite(bundle, args.expectations, precision=args.precision)
+        text = report(results, f"{bundle.name}, precision {args.precision}")
         print(text)
         if args.report:
             args.report.write_text(text)
         if not all(r.passed for r in results):
             return 1
+    elif cmd == "heldout":
+        from backend.contract import resolve_model as resolve_model_info
+        from training.heldout import HeldOutParams, held_out_benchmark, markdown
+
+        params = HeldOutParams(scenes=args.scenes, size=args.size, seed=args.seed, styles=tuple(args.styles))
+        bundle_json = resolve_model_info(args.model).source
+        if bundle_json is None:
+            raise TrainingError(f"{args.model} is an untrained network; pass a trained bundle .json")
+        text = markdown(held_out_benchmark(bundle_json, params, args.precision, say=lambda m: print(m, flush=True)))
+        print(text)
+        if args.report:
+            args.report.write_text(text)
     elif cmd == "quantize":
         _quantize(args)
     elif cmd == "run":

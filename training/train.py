@@ -38,6 +38,9 @@ class TrainParams:
     architecture: str = "Unet"
     backbone: str = "resnet18"
     encoder_weights: str | None = None  # None, or a local .h5 file (no downloads here)
+    #: Start from a trained model instead of random weights (fine-tuning, or a second stage of a curriculum):
+    #: a bundle JSON or its weights .h5, of the same architecture and backbone.
+    init_weights: str | None = None
     batch_size: int = 16
     epochs: int = 20
     learning_rate: float = 1e-3
@@ -70,6 +73,8 @@ class TrainParams:
             raise TrainingError(
                 f"encoder weights file {self.encoder_weights} does not exist; pass a local .h5 file or null"
             )
+        if self.init_weights is not None and self.encoder_weights is not None:
+            raise TrainingError("set init_weights or encoder_weights, not both (init_weights sets every layer)")
 
 
 @dataclass
@@ -238,6 +243,8 @@ def _build_model(tf: Any, keras: Any, sm: Any, params: TrainParams, steps_per_ep
         model = build_model(
             params.architecture, params.backbone, NUM_CLASSES, 3, encoder_weights=params.encoder_weights
         )
+        if params.init_weights is not None:
+            _load_init_weights(model, params)
         if mixed:  # the softmax in float32: losses and their gradients need its range (weights stay float32)
             model = keras.Model(model.input, keras.layers.Activation("linear", dtype="float32")(model.output))
         lr = (
@@ -250,6 +257,37 @@ def _build_model(tf: Any, keras: Any, sm: Any, params: TrainParams, steps_per_ep
         model.compile(optimizer, loss_fn, metrics=[sm.metrics.IOUScore(threshold=0.5)])
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     return model, loss_fn, checkpoint
+
+
+def _load_init_weights(model: Any, params: TrainParams) -> None:
+    """Set every layer from ``params.init_weights`` (a bundle JSON or a weights file of the same network)."""
+    from backend.errors import LandcoverError
+    from backend.models import load_weights
+
+    path = Path(params.init_weights).expanduser()
+    if not path.is_file():  # checked here, not in the config: a staged config names a model its stage 1 makes
+        raise TrainingError(f"init_weights {path} does not exist; train the model it names first (make train "
+                            "builds stage 1 before stage 2), or set train.init_weights=null to start from random "
+                            "weights")
+    if path.suffix.lower() == ".json":
+        from backend.bundle import load_bundle
+
+        try:
+            bundle = load_bundle(path)
+        except LandcoverError as exc:
+            raise TrainingError(f"init_weights {path}: {exc}") from exc
+        if (bundle.architecture, bundle.backbone) != (params.architecture, params.backbone):
+            raise TrainingError(f"init_weights {path} is a {bundle.architecture}/{bundle.backbone} model; this run "
+                                f"trains {params.architecture}/{params.backbone}: set train.architecture and "
+                                "train.backbone to match, or start from another model")
+        if bundle.weights is None:
+            raise TrainingError(f"init_weights {path} has no weights file (an untrained or ONNX-only bundle)")
+        path = bundle.weights
+    try:
+        load_weights(model, path)
+    except LandcoverError as exc:
+        raise TrainingError(f"init_weights {path} does not fit this {params.architecture}/{params.backbone} "
+                            f"network: {exc}") from exc
 
 
 def _checkpoint_manager(tf: Any, checkpoint: Any, model_dir: Path, resume: bool) -> Any:

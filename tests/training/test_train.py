@@ -126,3 +126,43 @@ def test_train_json_says_which_precision_ran(tiny_run) -> None:
     _, work, _ = tiny_run
     info = json.loads((work / "model" / "train.json").read_text())
     assert info["precision"] == {"asked": False, "policy": "float32"}
+
+
+def _weights(path) -> dict[str, np.ndarray]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        group = f["weights"]
+        return {group[k].attrs["name"]: np.asarray(group[k]) for k in group}
+
+
+def test_fine_tuning_starts_from_the_given_model(tiny_run, tmp_path) -> None:
+    """init_weights: with a vanishing learning rate the result keeps the starting model's convolutions;
+    the same run from random weights does not."""
+    config, work, _ = tiny_run
+    init = work / "model" / "best.weights.h5"
+    base = {**config.train.__dict__, "epochs": 1, "learning_rate": 1e-12, "seed": 1}
+    train(work / "patches", work / "split", tmp_path / "ft", TrainParams(**base, init_weights=str(init)))
+    train(work / "patches", work / "split", tmp_path / "fresh", TrainParams(**base))
+    start, tuned, fresh = (_weights(p / "best.weights.h5") for p in (work / "model", tmp_path / "ft",
+                                                                      tmp_path / "fresh"))
+    kernels = [n for n in start if "kernel" in n]
+    assert len(kernels) > 20
+    assert all(np.array_equal(start[n], tuned[n]) for n in kernels)
+    assert not any(np.array_equal(start[n], fresh[n]) for n in kernels)
+
+
+def test_init_weights_must_exist_and_fit(tiny_run, tmp_path) -> None:
+    config, work, _ = tiny_run
+    missing = TrainParams(**{**config.train.__dict__, "init_weights": str(tmp_path / "nope.json")})
+    with pytest.raises(TrainingError, match="does not exist; train the model it names first"):
+        train(work / "patches", work / "split", tmp_path / "ft0", missing)
+    with pytest.raises(TrainingError, match="not both"):
+        TrainParams(init_weights=str(work / "model" / "best.weights.h5"), encoder_weights=str(tmp_path))
+    bundle = tmp_path / "fpn.json"
+    shutil.copy(work / "model" / "best.weights.h5", tmp_path / "w.h5")
+    bundle.write_text(json.dumps({"format": 1, "name": "fpn", "architecture": "FPN", "backbone": "resnet18",
+                                  "tile_size": 64, "weights": "w.h5"}))
+    params = TrainParams(**{**config.train.__dict__, "epochs": 1, "init_weights": str(bundle)})
+    with pytest.raises(TrainingError, match="is a FPN/resnet18 model; this run trains Unet/resnet18"):
+        train(work / "patches", work / "split", tmp_path / "ft", params)
