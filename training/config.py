@@ -46,10 +46,16 @@ class EvaluateParams:
     max_orthophotos: int | None = None
     overlap: int | None = None  # tiled inference overlap (None: the bundle's default)
     batch_size: int = 8
+    #: After export, score the bundle on this many fresh synthetic scenes per style (training/heldout.py; 0: no).
+    held_out_scenes: int = 0
+    #: After export, check the bundle against this real-scene expectations file (training/sanity.py; null: no).
+    sanity: str | None = None
 
     def __post_init__(self) -> None:
         if self.examples < 0 or self.batch_size < 1:
             raise TrainingError("evaluate examples must be >= 0 and batch_size >= 1")
+        if not 0 <= self.held_out_scenes <= 64:
+            raise TrainingError(f"evaluate held_out_scenes must be 0..64, got {self.held_out_scenes}")
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ def evaluate_orthophotos(
     out_dir: Path,
     params: EvaluateParams,
     progress: Callable[[str], None] | None = None,
+    precision: str = "auto",
 ) -> tuple[np.ndarray, dict[str, dict[str, Any]]]:
     """Segment each orthophoto with the bundle through the backend and compare with its mask."""
     import rasterio
@@ -89,7 +90,8 @@ def evaluate_orthophotos(
             raise TrainingError(f"held-out orthophoto {name} is not in {data_dir}; pass the data folder it came from")
         out = out_dir / f"{name}.tif"
         try:
-            result = segment(image, out, bundle, overlap=params.overlap, batch_size=params.batch_size)
+            result = segment(image, out, bundle, overlap=params.overlap, batch_size=params.batch_size,
+                             precision=precision)
         except LandcoverError as exc:
             raise type(exc)(f"backend segmentation of {name} failed: {exc}") from exc
         with rasterio.open(result.output) as src:

@@ -13,8 +13,9 @@ SEED_RESULTS = {("Unet", "resnet18"): (0.870, 0.830), ("Unet", "resnet50"): (0.8
                 ("FPN", "resnet18"): (0.879, 0.830)}
 
 
-def model_card(bundle_json: Path, report: dict[str, Any] | None, train_info: dict[str, Any], command: str) -> str:
-    """The card as Markdown."""
+def model_card(bundle_json: Path, report: dict[str, Any] | None, train_info: dict[str, Any], command: str,
+               checks: dict[str, Any] | None = None) -> str:
+    """The card as Markdown; ``checks`` may hold ``held_out`` and ``sanity`` results of the exported bundle."""
     from backend.bundle import load_bundle
 
     bundle = load_bundle(bundle_json)
@@ -36,8 +37,9 @@ def model_card(bundle_json: Path, report: dict[str, Any] | None, train_info: dic
         f"{train_info['data']['val']} validation patches ({_split_words(bundle.provenance.get('config') or {})}).",
         f"- {params.get('epochs')} epochs x {train_info.get('steps_per_epoch')} steps, batch {params.get('batch_size')}"
         f", Adam lr {params.get('learning_rate')}{' with cosine decay' if params.get('cosine_decay') else ''}, "
-        "categorical focal + Jaccard loss, encoder weights: "
-        f"{params.get('encoder_weights') or 'none (random init)'}.",
+        "categorical focal + Jaccard loss, "
+        + (f"starting from `{params['init_weights']}` (fine-tuned)." if params.get("init_weights") else
+           f"encoder weights: {params.get('encoder_weights') or 'none (random init)'}."),
         f"- Augmentation: 90-degree rotations, flips, shifts up to {aug.get('shift')} with reflect fill"
         + (f", random {aug.get('crop')} px crops" if aug.get("crop") else "")
         + (f", brightness {aug.get('brightness')} / contrast {aug.get('contrast')} jitter" if aug.get("brightness")
@@ -55,9 +57,27 @@ def model_card(bundle_json: Path, report: dict[str, Any] | None, train_info: dic
             s = report.get(scope)
             if s:
                 lines += [f"## {titles[scope]}", "", f"Evaluated on {s['evaluated_on']}.", "", markdown_table(s), ""]
+    lines += _checks(checks or {})
     lines += _seed_comparison(bundle.architecture, bundle.backbone, (report or {}).get("patches"),
                               bundle.provenance.get("config") or {})
     return "\n".join(lines)
+
+
+def _checks(checks: dict[str, Any]) -> list[str]:
+    """The held-out synthetic benchmark and the real-scene sanity suite, when the run made them."""
+    from training import heldout, sanity
+
+    lines: list[str] = []
+    if checks.get("held_out"):
+        first = next(iter(checks["held_out"].values()))
+        lines += ["## Fresh synthetic scenes per style (float export)", "",
+                  f"New scenes (seed {first['seed']}, never trained on) through the backend's tiled inference "
+                  "(`python -m training heldout`):", "", heldout.markdown(checks["held_out"])]
+    if checks.get("sanity"):
+        lines += ["## Real-scene sanity suite (float export)", "",
+                  "Real rasters without masks: classes a person sees are certainly absent or present "
+                  "(`python -m training sanity`).", "", sanity.report(checks["sanity"], "this bundle")]
+    return lines
 
 
 def _data_paragraph(provenance: dict[str, Any]) -> str:
@@ -105,11 +125,11 @@ def _data_line(config: dict[str, Any]) -> str:
 
 
 def write_model_card(path: Path, bundle_json: Path, report: dict[str, Any] | None, train_info: dict[str, Any],
-                     command: str) -> Path:
+                     command: str, checks: dict[str, Any] | None = None) -> Path:
     """Write the card to ``path`` (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, model_card(bundle_json, report, train_info, command))
+    write_text(path, model_card(bundle_json, report, train_info, command, checks))
     return path
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from training.config import PipelineConfig, to_dict
 from training.filter import write_text
@@ -113,8 +114,28 @@ def run_pipeline(
                             calibration=calibration, say=lambda m: say(f"[export] {m}"))
         say(f"[export] bundle {out}")
         summary["bundle"] = str(out)
+        checks = _bundle_checks(out, config, say)
         if config.export.model_card:
-            card = write_model_card(Path(config.export.model_card), out, report, read_train_json(model_dir), command)
+            card = write_model_card(Path(config.export.model_card), out, report, read_train_json(model_dir), command,
+                                    checks)
             say(f"[export] model card {card}")
     write_text(work / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _bundle_checks(bundle_json: Path, config: PipelineConfig, say: Callable[[str], None]) -> dict[str, Any]:
+    """The exported bundle on fresh synthetic scenes per style and on the real-scene sanity suite, if configured."""
+    checks: dict[str, Any] = {}
+    if config.evaluate.held_out_scenes:
+        from training.heldout import HeldOutParams, held_out_benchmark
+
+        checks["held_out"] = held_out_benchmark(bundle_json, HeldOutParams(scenes=config.evaluate.held_out_scenes),
+                                                precision="fp32", say=lambda m: say(f"[export] held-out {m}"))
+    if config.evaluate.sanity:
+        from backend.bundle import load_bundle
+        from training.sanity import run_suite
+
+        results = run_suite(load_bundle(bundle_json), Path(config.evaluate.sanity), precision="fp32")
+        say(f"[export] real-scene sanity suite: {sum(r.passed for r in results)} of {len(results)} scenes pass")
+        checks["sanity"] = results
+    return checks

@@ -45,6 +45,7 @@ from backend.quantize import (  # noqa: F401 - re-exported: the quantizer itself
     with_onnx_file,
 )
 from training.errors import TrainingError
+from training.heldout import HELD_OUT_SEED
 
 MAX_DEFAULT_CALIBRATION_TILES = 512  # bounds time and memory (1 MB per tile) on large real datasets
 
@@ -74,7 +75,7 @@ class QuantizeParams:
     symmetric_activations: bool = False
     held_out_scenes: int = 4
     held_out_size: int = 2048
-    held_out_seed: int = 7919
+    held_out_seed: int = HELD_OUT_SEED
     min_agreement: float = 0.995
     seed: int = 0
 

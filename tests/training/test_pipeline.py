@@ -74,3 +74,27 @@ def test_a_refused_int8_export_leaves_the_float_bundle_and_says_why(tiny_run, tm
     assert not [p for p in out.parent.iterdir() if "int8" in p.name]
     notes = [m for m in said if "INT8 export" in m]
     assert len(notes) == 1 and "not written" in notes[0] and "on only 90.000 %" in notes[0]
+
+
+def test_export_step_scores_fresh_scenes_per_style_and_real_scenes_into_the_model_card(tiny_run, tmp_path) -> None:
+    """``evaluate.held_out_scenes`` and ``evaluate.sanity``: the exported bundle is checked and the card shows it."""
+    import json
+    from dataclasses import replace
+
+    from tests.data.rasters import write_raster
+
+    config, _, _ = tiny_run
+    rgb = np.full((3, 96, 96), 120, np.uint8)
+    write_raster(tmp_path / "field.tif", rgb, pixel_size=0.25)
+    expectations = tmp_path / "expectations.json"
+    expectations.write_text(json.dumps([{"raster": "field.tif", "note": "a flat grey field", "absent": ["water"]}]))
+    card = tmp_path / "card.md"
+    run_pipeline(replace(config, evaluate=replace(config.evaluate, held_out_scenes=1, sanity=str(expectations)),
+                         export=replace(config.export, out=str(tmp_path / "b" / "landcover.json"),
+                                        model_card=str(card))),
+                 start="export", say=lambda _m: None)
+    text = card.read_text()
+    assert "## Fresh synthetic scenes per style (float export)" in text and "seed 7919" in text
+    assert "| v1 | 1 × 1024 px |" in text and "| v2 | 1 × 1024 px |" in text
+    assert "## Real-scene sanity suite (float export)" in text and "| field.tif |" in text
+    assert "of 1 scenes pass." in text
