@@ -118,25 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Segment each real raster of the expectations file as a user would (--resample) "
                        "and check that certainly absent classes cover < 2 %% and certainly present ones >= 0.5 %% of "
                        "the valid pixels. Exit 1 when a scene fails; the table shows every share.")
-    p.add_argument("--model", default=None, help="bundle .json or model name (default: the bundled default)")
+    _model_check_args(p)
     p.add_argument("--expectations", type=_p, default=Path("tests/data/real/expectations.json"),
                    help="JSON list of scenes (default tests/data/real/expectations.json)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="which export runs, as in segment --precision (default auto)")
-    p.add_argument("--report", type=_p, default=None, help="also write the Markdown table here")
 
     p = sub.add_parser("heldout", help="score a model on fresh synthetic scenes of each style",
                        description="Paint new synthetic scenes (a seed no training run uses), the same number per "
                        "style, segment them through the backend and report mIoU, accuracy and per-class IoU per "
                        "style.")
-    p.add_argument("--model", default=None, help="bundle .json or model name (default: the bundled default)")
+    _model_check_args(p)
     p.add_argument("--scenes", type=int, default=8, help="scenes per style (default 8)")
     p.add_argument("--size", type=int, default=1024, help="scene side in pixels (default 1024)")
     p.add_argument("--styles", nargs="+", default=["v1", "v2"], help="styles to paint (default v1 v2)")
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help=f"scene seed (default {HELD_OUT_SEED})")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="which export runs, as in segment --precision (default auto)")
-    p.add_argument("--report", type=_p, default=None, help="also write the Markdown table here")
 
     p = sub.add_parser("quantize", help="static INT8 quantization of a bundle's ONNX export (BUNDLE.int8.onnx)",
                        description="Quantize the bundle's float ONNX export to INT8 (calibrated on its training "
@@ -183,6 +177,14 @@ def _one_line_error(parser: argparse.ArgumentParser) -> Any:
         sys.exit(2)
 
     return error
+
+
+def _model_check_args(p: argparse.ArgumentParser) -> None:
+    """The options of the commands that check a model: which model, which export, where the table goes."""
+    p.add_argument("--model", default=None, help="bundle .json or model name (default: the bundled default)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="which export runs, as in segment --precision (default auto)")
+    p.add_argument("--report", type=_p, default=None, help="also write the Markdown table here")
 
 
 def _train_overrides(args: argparse.Namespace) -> list[str]:

@@ -12,7 +12,7 @@ from training.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = ["synthetic", "patch", "filter", "split", "train", "evaluate", "export", "run", "quantize",
-            "fake-landcoverai", "check-data"]
+            "fake-landcoverai", "check-data", "sanity", "heldout"]
 
 
 def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -65,6 +65,8 @@ def test_bad_input_exits_2_without_traceback(tmp_path) -> None:
         (["run", "--config", "{tmp}/none.yaml"], "does not exist"),
         (["run", "--config", str(REPO / "training/configs/smoke.yaml"), "--set", "train.epoch=1"], "unknown config"),
         (["export", "{tmp}", "{tmp}/b.json"], "train.json does not exist"),
+        (["heldout", "--styles", "mixed"], "a scene has one style"),
+        (["heldout", "--model", "untrained:Unet:resnet18"], "untrained network"),
     ],
 )
 def test_user_errors_exit_2(args, match, tmp_path, capsys) -> None:
