@@ -49,8 +49,8 @@ CANOPY_COLOURS = np.array(
     np.float32,  # dark green, blue-green, olive, mid green, purple-grey shade, autumn, leaf-off
 )
 CANOPY_WEIGHTS = np.array([0.24, 0.16, 0.16, 0.2, 0.1, 0.07, 0.07])
-WATER_COLOURS = np.array([(36, 56, 76), (30, 40, 46), (70, 88, 62), (112, 96, 70), (96, 88, 66), (88, 84, 60)],
-                         np.float32)  # clear, dark, turbid green, muddy browns, olive silt
+WATER_COLOURS = np.array([(36, 56, 76), (30, 40, 46), (70, 88, 62), (112, 96, 70), (96, 88, 66), (120, 104, 72),
+                          (88, 84, 60)], np.float32)  # clear, dark, turbid green, muddy browns, olive silt
 WIDE_RIVER = 0.25  # share of scenes that are riverfronts
 GSD_RANGE_M = (0.2, 0.5)  # source pixel sizes imitated by resampling to 0.25 m
 VEHICLE_COLOURS = np.array([(230, 230, 232), (20, 20, 24), (200, 30, 30), (30, 60, 190), (150, 150, 156),
@@ -145,7 +145,7 @@ def water(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     angle, period = rng.uniform(0, np.pi), rng.uniform(3, 8)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     phase = (xs * np.cos(angle) + ys * np.sin(angle)) * 2 * np.pi / period + value_noise(rng, h, w, 12.0) * 6
-    waves = np.sin(phase) * (value_noise(rng, h, w, 40.0) * rng.uniform(3, 12))
+    waves = np.sin(phase) * (value_noise(rng, h, w, 40.0) * rng.uniform(0, 12))
     img = base[None, None, :] + (slow + ripple + waves)[..., None]
     if rng.random() < 0.4:  # sun glint: sparse bright speckles on the wave crests
         glint = value_noise(rng, h, w, 2.0) + 0.1 * np.sin(phase)
@@ -192,7 +192,7 @@ def clutter(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray,
             d = np.array([np.sin(angle), np.cos(angle)]) * rng.uniform(6, 10)
             colour = VEHICLE_COLOURS[int(rng.integers(len(VEHICLE_COLOURS)))] + rng.normal(0, 8, 3)
             _stroke(img, mask, ROAD, colour, np.array([(cy, cx) - d, (cy, cx) + d]), rng.uniform(2.5, 4))
-    for _ in range(int(rng.integers(10, 80) * scale)):  # paint strokes, tarps, machinery, ruts on fields
+    for _ in range(int(rng.integers(0, 40) * scale)):  # paint strokes, tarps, machinery, ruts on fields
         start = rng.uniform(0, (h, w))
         steps = rng.normal(0, 1, (int(rng.integers(2, 8)), 2)).cumsum(axis=0) * rng.uniform(4, 20)
         colour = MARK_COLOURS[int(rng.integers(len(MARK_COLOURS)))] + rng.normal(0, 10, 3)
