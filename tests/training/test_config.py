@@ -11,7 +11,7 @@ from training.errors import TrainingError
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "finetune_mixed.yaml", "smoke.yaml"])
 def test_shipped_configs_are_valid(name) -> None:
     config = load_config(CONFIGS / name)
     assert config.data.synthetic is not None and config.train.backbone == "resnet18"
@@ -21,6 +21,16 @@ def test_default_config_exports_the_default_bundle() -> None:
     config = load_config(CONFIGS / "default.yaml")
     assert config.bundle_json == Path("backend/bundles/default/landcover.json")
     assert config.export.params.tile_size == 256 and config.export.params.gsd_m == 0.25
+
+
+def test_the_fine_tuning_trial_starts_from_the_default_on_new_scenes_and_checks_the_result() -> None:
+    default, trial = load_config(CONFIGS / "default.yaml"), load_config(CONFIGS / "finetune_mixed.yaml")
+    assert default.data.synthetic.style == "v1" and trial.data.synthetic.style == "mixed"
+    assert Path(trial.train.init_weights) == default.bundle_json and default.train.init_weights is None
+    assert default.data.synthetic.seed != trial.data.synthetic.seed  # its held-out scenes are new to both
+    assert (default.train.architecture, default.train.backbone) == (trial.train.architecture, trial.train.backbone)
+    assert trial.bundle_json != default.bundle_json  # a trial never overwrites the shipped bundle
+    assert trial.evaluate.held_out_scenes > 0 and (CONFIGS.parents[1] / trial.evaluate.sanity).is_file()
 
 
 def test_overrides_are_parsed_as_yaml() -> None:
