@@ -149,7 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new synthetic scenes (another seed) to check agreement on (4)")
     p.add_argument("--held-out-size", type=int, default=2048, metavar="PX", help="their side in pixels (2048)")
     p.add_argument("--min-agreement", type=float, default=0.995, metavar="F",
-                   help="refuse the result when a checked orthophoto keeps fewer equal classes (0.995)")
+                   help="refuse the result when a checked orthophoto keeps fewer equal classes where the float model "
+                   "is decided (0.995)")
+    p.add_argument("--decided", type=float, default=0.6, metavar="P",
+                   help="the agreement counts pixels whose float top-class probability is >= P: below, the float "
+                   "class is near a tie (0.6; 0: every pixel)")
     p.add_argument("--evaluate", nargs="+", action="append", default=[], metavar=("IMAGE", "TRUTH"),
                    help="also compare on this orthophoto, scored against TRUTH when given (repeatable)")
     p.add_argument("--latency-runs", type=int, default=7, metavar="N", help="timed batches per model (7; 0: skip)")
@@ -324,7 +328,8 @@ def _quantize(args: argparse.Namespace) -> None:
 
     params = QuantizeParams(calibration_tiles=args.calibration_tiles, activations=args.activations,
                             symmetric_activations=args.symmetric_activations, held_out_scenes=args.held_out,
-                            held_out_size=args.held_out_size, min_agreement=args.min_agreement)
+                            held_out_size=args.held_out_size, min_agreement=args.min_agreement,
+                            decided=args.decided)
     if any(len(item) > 2 for item in args.evaluate):
         raise TrainingError("--evaluate takes IMAGE and optionally TRUTH; repeat --evaluate for more orthophotos")
     if args.latency_runs < 0:

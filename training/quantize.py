@@ -65,8 +65,13 @@ class QuantizeParams:
         held_out_scenes: new synthetic scenes (never trained or calibrated on) the result is checked on.
         held_out_size: side of those scenes in pixels.
         held_out_seed: their seed; must differ from the training scenes' seed.
-        min_agreement: the result is refused when, on any checked orthophoto, a smaller fraction of
-            pixels keeps the float model's class.
+        min_agreement: the result is refused when, on any checked orthophoto, a smaller fraction of the
+            pixels the float model is decided on keeps its class.
+        decided: the float model is decided on a pixel when its top class probability is at least this; below,
+            its class is near a tie, and which side a tie falls says nothing of the INT8 model's quality
+            (0: count every pixel).
+        max_accuracy_loss: on orthophotos with a truth mask, the INT8 model's accuracy may be at most this much
+            lower than the float model's.
         seed: which training patches are drawn for calibration.
     """
 
@@ -77,9 +82,15 @@ class QuantizeParams:
     held_out_size: int = 2048
     held_out_seed: int = HELD_OUT_SEED
     min_agreement: float = 0.995
+    decided: float = 0.6
+    max_accuracy_loss: float = 0.005
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.decided < 1.0:
+            raise TrainingError(f"--decided must be in [0, 1), got {self.decided}")
+        if not 0.0 <= self.max_accuracy_loss <= 1.0:
+            raise TrainingError(f"the accuracy loss allowed must be in [0, 1], got {self.max_accuracy_loss}")
         if self.calibration_tiles is not None and not 1 <= self.calibration_tiles <= 4096:
             raise TrainingError(f"--calibration-tiles must be 1..4096, got {self.calibration_tiles}")
         if self.activations not in ACTIVATION_TYPES:
@@ -108,6 +119,8 @@ class Comparison:
     name: str
     pixels: int
     agreement: float  # fraction of pixels whose class equals the float model's
+    decided_agreement: float = 1.0  # the same, over the pixels the float model is decided on
+    decided_share: float = 1.0  # fraction of pixels the float model is decided on
     fp32_scores: dict[str, Any] | None = None  # training.metrics.scores against the truth mask
     int8_scores: dict[str, Any] | None = None
 
@@ -140,7 +153,8 @@ class QuantizeReport:
             f"calibrated on {len(self.calibration.tiles)} tiles: {self.calibration.source}",
         ]
         for c in self.comparisons:
-            line = f"{c.name}: {100 * c.agreement:.3f} % of {c.pixels:,} pixels keep the float model's class"
+            line = (f"{c.name}: {100 * c.agreement:.3f} % of {c.pixels:,} pixels keep the float model's class, "
+                    f"{100 * c.decided_agreement:.3f} % of the {100 * c.decided_share:.1f} % it is decided on")
             if c.fp32_scores and c.int8_scores:
                 line += f"; mIoU vs truth fp32 {c.fp32_scores['miou']:.4f}, int8 {c.int8_scores['miou']:.4f}"
             lines.append(line)
@@ -234,11 +248,12 @@ def training_calibration_tiles(bundle: Any, count: int | None, seed: int = 0) ->
 
 
 def compare_models(bundle: Any, fp32_path: Path, int8_path: Path, images: Sequence[EvalImage],
-                   workdir: Path, say: Callable[[str], None] = print) -> list[Comparison]:
+                   workdir: Path, say: Callable[[str], None] = print, decided: float = 0.6) -> list[Comparison]:
     """Segment every image with both ONNX models through the tiled engine; compare classes and truth.
 
     Agreement counts the pixels the float model classified (nodata excluded) whose class the quantized
-    model reproduces. With a truth mask, both are also scored against it (per-class IoU, mIoU).
+    model reproduces; decided agreement only those where the float model's top probability is at least
+    ``decided``. With a truth mask, both are also scored against it (per-class IoU, mIoU).
     """
     import rasterio
 
@@ -253,16 +268,23 @@ def compare_models(bundle: Any, fp32_path: Path, int8_path: Path, images: Sequen
     out = []
     for k, item in enumerate(images):
         preds = {}
+        confidence_path = Path(workdir) / f"{k}_fp32_confidence.tif"
         for key, (b, runtime) in runtimes.items():
             path = Path(workdir) / f"{k}_{key}.tif"
-            segment(item.image, path, b, runtime=runtime)
+            segment(item.image, path, b, runtime=runtime, confidence_path=confidence_path if key == "fp32" else None)
             with rasterio.open(path) as src:
                 preds[key] = src.read(1)
+        with rasterio.open(confidence_path) as src:
+            confidence = src.read(1)
         valid = preds["fp32"] != NODATA
+        sure = valid & (confidence >= decided)
+        same = preds["int8"] == preds["fp32"]
         comparison = Comparison(
             name=item.name or Path(item.image).stem,
             pixels=int(valid.sum()),
-            agreement=float((preds["int8"][valid] == preds["fp32"][valid]).mean()) if valid.any() else 1.0,
+            agreement=float(same[valid].mean()) if valid.any() else 1.0,
+            decided_agreement=float(same[sure].mean()) if sure.any() else 1.0,
+            decided_share=float(sure.sum() / max(valid.sum(), 1)),
         )
         if item.truth is not None:
             with rasterio.open(item.truth) as src:
@@ -272,9 +294,35 @@ def compare_models(bundle: Any, fp32_path: Path, int8_path: Path, images: Sequen
             comparison = replace(comparison, **{
                 f"{key}_scores": scores(confusion_matrix(truth, preds[key], len(names)), names) for key in preds
             })
-        say(f"  {comparison.name}: {100 * comparison.agreement:.3f} % equal classes")
+        say(f"  {comparison.name}: {100 * comparison.agreement:.3f} % equal classes, "
+            f"{100 * comparison.decided_agreement:.3f} % where the float model is decided "
+            f"({100 * comparison.decided_share:.1f} % of the pixels)")
         out.append(comparison)
     return out
+
+
+def check_comparisons(comparisons: Sequence[Comparison], params: QuantizeParams) -> None:
+    """Refuse the INT8 model if it changes what the float model is sure of, or scores worse against a truth mask.
+
+    Raises:
+        TrainingError: naming the orthophoto and the figure.
+    """
+    worst = min(comparisons, key=lambda c: c.decided_agreement)
+    if worst.decided_agreement < params.min_agreement:
+        raise TrainingError(
+            f"the INT8 model keeps the float model's class on only {100 * worst.decided_agreement:.3f} % of the "
+            f"pixels of {worst.name} where the float model is decided (top probability >= {params.decided:g}; "
+            f"minimum {100 * params.min_agreement:.2f} %); the bundle was left unchanged; try more "
+            "--calibration-tiles or --activations uint8"
+        )
+    for c in comparisons:
+        if c.fp32_scores and c.int8_scores and \
+                c.int8_scores["accuracy"] < c.fp32_scores["accuracy"] - params.max_accuracy_loss:
+            raise TrainingError(
+                f"the INT8 model's accuracy on {c.name} is {c.int8_scores['accuracy']:.4f}, the float model's "
+                f"{c.fp32_scores['accuracy']:.4f} (at most {params.max_accuracy_loss:g} lower allowed); the bundle "
+                "was left unchanged"
+            )
 
 
 def tile_latency_ms(bundle: Any, models: dict[str, Path], batch: int = 8, runs: int = 7,
@@ -377,14 +425,8 @@ def quantize_bundle(bundle_json: Path, params: QuantizeParams, out: Path | None 
         with tempfile.TemporaryDirectory(prefix="landcover-quant-check-") as tmp:
             images = held_out_scenes(bundle, params, Path(tmp) / "scenes") + list(evaluate)
             say(f"comparing with the float model on {len(images)} orthophoto(s) through backend.inference.segment")
-            comparisons = compare_models(bundle, fp32_path, part, images, Path(tmp), say)
-        worst = min(comparisons, key=lambda c: c.agreement)
-        if worst.agreement < params.min_agreement:
-            raise TrainingError(
-                f"the INT8 model keeps the float model's class on only {100 * worst.agreement:.3f} % of "
-                f"{worst.name} (minimum {100 * params.min_agreement:.2f} %); the bundle was left unchanged; "
-                "try more --calibration-tiles or --activations uint8"
-            )
+            comparisons = compare_models(bundle, fp32_path, part, images, Path(tmp), say, params.decided)
+        check_comparisons(comparisons, params)
         os.replace(part, out)
     finally:
         if part.exists():
@@ -396,7 +438,11 @@ def quantize_bundle(bundle_json: Path, params: QuantizeParams, out: Path | None 
         "all": round(sum(c.agreement * c.pixels for c in comparisons) / max(pixels, 1), 6),
         "pixels": pixels,
         "orthophotos": {c.name: round(c.agreement, 6) for c in comparisons},
-        "how": "share of pixels with the float model's class, both through backend.inference.segment",
+        "decided": {"threshold": params.decided,
+                    "orthophotos": {c.name: {"agreement": round(c.decided_agreement, 6),
+                                             "share": round(c.decided_share, 6)} for c in comparisons}},
+        "how": "share of pixels with the float model's class, both through backend.inference.segment; decided: "
+               "over the pixels whose float top-class probability is at least the threshold",
     })
     updated = record_int8(bundle, out, provenance)
     assert updated.onnx_int8 is not None

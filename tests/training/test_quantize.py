@@ -145,7 +145,8 @@ def quantized(tmp_path_factory):
 
 @pytest.mark.parametrize("bad", [
     {"calibration_tiles": 0}, {"calibration_tiles": 5000}, {"activations": "int4"}, {"held_out_scenes": 0},
-    {"held_out_size": 32}, {"min_agreement": 0.0}, {"min_agreement": 1.5},
+    {"held_out_size": 32}, {"min_agreement": 0.0}, {"min_agreement": 1.5}, {"decided": 1.0}, {"decided": -0.1},
+    {"max_accuracy_loss": -0.01},
 ])
 def test_params_are_validated(bad) -> None:
     with pytest.raises(TrainingError):
@@ -300,11 +301,28 @@ def test_too_low_agreement_leaves_the_bundle_unchanged(tmp_path, monkeypatch) ->
 
     json_path = tiny_bundle(tmp_path / "b")
     text = json_path.read_text()
-    monkeypatch.setattr(q, "compare_models", lambda *a, **k: [Comparison("x", 100, 0.5)])
+    monkeypatch.setattr(q, "compare_models", lambda *a, **k: [Comparison("x", 100, 0.5, decided_agreement=0.5)])
     with pytest.raises(TrainingError, match="left unchanged"):
         quantize_bundle(json_path, TINY, say=lambda _m: None)
     assert json_path.read_text() == text
     assert sorted(p.name for p in json_path.parent.iterdir()) == ["tiny.json", "tiny.onnx", "tiny.weights.h5"]
+
+
+def test_the_gate_counts_what_the_float_model_is_decided_on_and_the_score_against_truth() -> None:
+    """A near-tie falling the other way is no loss; a changed decided pixel or a lower accuracy is."""
+    from training.quantize import check_comparisons
+
+    params = QuantizeParams()
+    ties = Comparison("hard scene", 1000, 0.97, decided_agreement=0.999, decided_share=0.9,
+                      fp32_scores={"accuracy": 0.787}, int8_scores={"accuracy": 0.796})
+    check_comparisons([ties], params)  # 3 % of classes changed, all of them near ties, and more accurate
+    with pytest.raises(TrainingError, match=r"99\.000 % of the pixels of changed where the float model is decided"):
+        check_comparisons([ties, Comparison("changed", 1000, 0.99, decided_agreement=0.99)], params)
+    worse = Comparison("worse", 1000, 0.999, decided_agreement=0.999, fp32_scores={"accuracy": 0.95},
+                       int8_scores={"accuracy": 0.94})
+    with pytest.raises(TrainingError, match="accuracy on worse is 0.9400, the float model's 0.9500"):
+        check_comparisons([worse], params)
+    check_comparisons([worse], QuantizeParams(max_accuracy_loss=0.02))
 
 
 def test_output_outside_the_bundle_folder_and_missing_inputs_are_refused(tmp_path) -> None:
@@ -398,7 +416,7 @@ def test_default_model_weights_quantize_with_high_agreement(tmp_path) -> None:
     # The rebuilt split is the one the model was trained on: same number of train patches as recorded.
     assert report.calibration.train_patches == data["provenance"]["training"]["train_patches"]
     assert report.int8_bytes < 0.6 * report.fp32_bytes
-    assert report.comparisons[0].agreement >= REAL_MIN_AGREEMENT
+    assert report.comparisons[0].decided_agreement >= REAL_MIN_AGREEMENT
     bundle = load_bundle(folder / "landcover.json")
     assert bundle.onnx_int8.file.name == "landcover.int8.onnx" and bundle.onnx.file.name == "landcover.onnx"
     assert bundle.onnx_int8.layout == "NCHW" and bundle.onnx_int8.deepness
