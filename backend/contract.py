@@ -643,6 +643,8 @@ def check_precision_tta(precision: str, tta: str) -> None:
 def precision_tta_argv(precision: str, tta: str) -> list[str]:
     """``--precision`` and ``--tta`` words for non-default choices (``segment`` and ``batch`` take both)."""
     return ([] if precision == "auto" else ["--precision", precision]) + ([] if tta == "none" else ["--tta", tta])
+
+
 PROGRESS_MODES = ("bar", "json", "none")
 
 

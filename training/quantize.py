@@ -248,7 +248,8 @@ def training_calibration_tiles(bundle: Any, count: int | None, seed: int = 0) ->
 
 
 def compare_models(bundle: Any, fp32_path: Path, int8_path: Path, images: Sequence[EvalImage],
-                   workdir: Path, say: Callable[[str], None] = print, decided: float = 0.6) -> list[Comparison]:
+                   workdir: Path, say: Callable[[str], None] = print,
+                   decided: float = QuantizeParams.decided) -> list[Comparison]:
     """Segment every image with both ONNX models through the tiled engine; compare classes and truth.
 
     Agreement counts the pixels the float model classified (nodata excluded) whose class the quantized
@@ -431,7 +432,6 @@ def quantize_bundle(bundle_json: Path, params: QuantizeParams, out: Path | None 
     finally:
         if part.exists():
             part.unlink()
-
 
     pixels = sum(c.pixels for c in comparisons)
     provenance = int8_provenance(bundle, out, settings, calibration, {

@@ -250,7 +250,7 @@ class Painters:
     road_colour: Callable[[np.random.Generator], np.ndarray]
     roof_colours: np.ndarray
     finish: Callable[[np.random.Generator, np.ndarray], np.ndarray]
-    scattered_trees: bool = False  # single crowns over fields and dry grass (woodland in the mask)
+    scatter_trees: Callable[..., None] | None = None  # single crowns over fields (woodland in the mask)
     wide_river: float = 0.0  # chance of a river 25-60 % of the scene wide (a riverfront)
     clutter: Callable[..., None] | None = None  # small objects that keep the class below (vehicles, markings)
 
@@ -263,7 +263,7 @@ def painters(style: str) -> Painters:
         from training import synthetic_v2 as v2
 
         return Painters(v2.fields, v2.woodland, v2.water, v2.road_colour, v2.ROOF_COLOURS, v2.finish,
-                        scattered_trees=True, wide_river=v2.WIDE_RIVER, clutter=v2.clutter)
+                        scatter_trees=v2.scatter_trees, wide_river=v2.WIDE_RIVER, clutter=v2.clutter)
     raise TrainingError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")
 
 
@@ -313,10 +313,8 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
     wood = (forest > _threshold_for_share(forest, woodland_target / max(1 - water.mean(), 1e-6), ~water)) & ~water
     mask[wood] = WOODLAND
     img[wood] = paint.woodland(rng, h, w)[wood]
-    if paint.scattered_trees:
-        from training.synthetic_v2 import scatter_trees
-
-        scatter_trees(rng, img, mask, ~(water | wood), paint.woodland)
+    if paint.scatter_trees is not None:
+        paint.scatter_trees(rng, img, mask, ~(water | wood), paint.woodland)
 
     # Roads: add crossing roads until the target share is met.
     road_target = _jittered(rng, shares.road, jitter)

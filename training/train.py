@@ -265,10 +265,9 @@ def _load_init_weights(model: Any, params: TrainParams) -> None:
     from backend.models import load_weights
 
     path = Path(params.init_weights).expanduser()
-    if not path.is_file():  # checked here, not in the config: a staged config names a model its stage 1 makes
-        raise TrainingError(f"init_weights {path} does not exist; train the model it names first (make train "
-                            "builds stage 1 before stage 2), or set train.init_weights=null to start from random "
-                            "weights")
+    if not path.is_file():  # checked here, not in the config: a config may name a model another run makes
+        raise TrainingError(f"init_weights {path} does not exist; train the model it names first, or set "
+                            "train.init_weights=null to start from random weights")
     if path.suffix.lower() == ".json":
         from backend.bundle import load_bundle
 
