@@ -14,7 +14,8 @@ from typing import Any
 
 from backend.contract import PRECISIONS
 from training.errors import LandcoverError, TrainingError
-from training.heldout import HELD_OUT_SEED
+from training.heldout import BENCHMARK_STYLES, HELD_OUT_SEED
+from training.quantize import QuantizeParams
 
 
 def _p(path: str) -> Path:
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--orthophotos", type=int, default=8, help="number of scenes (default 8)")
     p.add_argument("--size", type=int, default=2048, help="scene side in pixels (default 2048)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--style", default="v1", help="how classes are painted: v1 (default), v2, v3, mixed (v1 and v2 "
+                   "alternate) or a comma list taken in turn, e.g. v1,v3 (training/synthetic_v3.py lists v3's knobs)")
 
     p = sub.add_parser("fake-landcoverai", help="write a small fake LandCover.ai v1 download (exact official layout)",
                        description="Write OUTDIR/images/*.tif, OUTDIR/masks/*.tif (map-sheet names, EPSG:2180, "
@@ -129,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_check_args(p)
     p.add_argument("--scenes", type=int, default=8, help="scenes per style (default 8)")
     p.add_argument("--size", type=int, default=1024, help="scene side in pixels (default 1024)")
-    p.add_argument("--styles", nargs="+", default=["v1", "v2"], help="styles to paint (default v1 v2)")
+    p.add_argument("--styles", nargs="+", default=list(BENCHMARK_STYLES),
+                   help=f"styles to paint (default {' '.join(BENCHMARK_STYLES)})")
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help=f"scene seed (default {HELD_OUT_SEED})")
 
     p = sub.add_parser("quantize", help="static INT8 quantization of a bundle's ONNX export (BUNDLE.int8.onnx)",
@@ -145,15 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activations", choices=("uint8", "int8"), default="uint8",
                    help="activation type (uint8: native on VNNI and ARM dot-product CPUs)")
     p.add_argument("--symmetric-activations", action="store_true", help="symmetric activation ranges")
-    p.add_argument("--held-out", type=int, default=4, metavar="N",
-                   help="new synthetic scenes (another seed) to check agreement on (4)")
-    p.add_argument("--held-out-size", type=int, default=2048, metavar="PX", help="their side in pixels (2048)")
-    p.add_argument("--min-agreement", type=float, default=0.995, metavar="F",
+    q = QuantizeParams()
+    p.add_argument("--held-out", type=int, default=q.held_out_scenes, metavar="N",
+                   help=f"new synthetic scenes (another seed) to check agreement on ({q.held_out_scenes})")
+    p.add_argument("--held-out-size", type=int, default=q.held_out_size, metavar="PX",
+                   help=f"their side in pixels ({q.held_out_size})")
+    p.add_argument("--min-agreement", type=float, default=q.min_agreement, metavar="F",
                    help="refuse the result when a checked orthophoto keeps fewer equal classes where the float model "
-                   "is decided (0.995)")
-    p.add_argument("--decided", type=float, default=0.6, metavar="P",
+                   f"is decided ({q.min_agreement})")
+    p.add_argument("--decided", type=float, default=q.decided, metavar="P",
                    help="the agreement counts pixels whose float top-class probability is >= P: below, the float "
-                   "class is near a tie (0.6; 0: every pixel)")
+                   f"class is near a tie ({q.decided}; 0: every pixel)")
     p.add_argument("--evaluate", nargs="+", action="append", default=[], metavar=("IMAGE", "TRUTH"),
                    help="also compare on this orthophoto, scored against TRUTH when given (repeatable)")
     p.add_argument("--latency-runs", type=int, default=7, metavar="N", help="timed batches per model (7; 0: skip)")
@@ -211,7 +217,7 @@ def run_command(args: argparse.Namespace) -> int:
     if cmd == "synthetic":
         from training.synthetic import SyntheticParams, generate_dataset
 
-        params = SyntheticParams(orthophotos=args.orthophotos, size=args.size, seed=args.seed)
+        params = SyntheticParams(orthophotos=args.orthophotos, size=args.size, seed=args.seed, style=args.style)
         names = generate_dataset(args.out, params, progress=lambda i, n: print(f"scene {i}/{n}", flush=True))
         print(f"wrote {len(names)} orthophoto(s) to {args.out}/images and masks to {args.out}/masks")
     elif cmd == "fake-landcoverai":

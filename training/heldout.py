@@ -18,7 +18,7 @@ from typing import Any
 from training.errors import TrainingError
 
 HELD_OUT_SEED = 7919  # never a training seed (a run whose scenes used it is refused)
-BENCHMARK_STYLES = ("v1", "v2")
+BENCHMARK_STYLES = ("v1", "v2", "v3")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from training.errors import TrainingError
 BACKGROUND, BUILDING, WOODLAND, WATER, ROAD = range(5)
 GSD_M = 0.25
 CRS = "EPSG:2180"
-STYLES = ("v1", "v2", "mixed")  # see painters() and scene_style()
+STYLES = ("v1", "v2", "v3")  # how classes are painted: see painters()
+MIXES = {"mixed": ("v1", "v2")}  # named cycles of styles; a comma list such as "v1,v1,v3" is a cycle too
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class SyntheticParams:
     jitter: float = 0.35  # relative per-scene variation of each share, so scenes differ in composition
     prefix: str = "synthetic"
     style: str = "v1"  # how classes are painted: v1 (the first generator), v2 (varied; training/synthetic_v2.py),
-    # or mixed (even-numbered scenes v1, odd ones v2)
+    # v3 (v2 and what real scenes still misread; training/synthetic_v3.py), or a cycle of them: mixed (even-numbered
+    # scenes v1, odd ones v2) or a comma list, e.g. "v1,v1,v3" (scene i takes the (i mod 3)-th)
 
     def __post_init__(self) -> None:
         if self.orthophotos < 1:
@@ -64,8 +66,16 @@ class SyntheticParams:
             raise TrainingError(f"--size must be >= 64 pixels, got {self.size}")
         if not 0.0 <= self.jitter < 1.0:
             raise TrainingError(f"jitter must be in 0..1, got {self.jitter}")
-        if self.style not in STYLES:
-            raise TrainingError(f"synthetic style must be one of {', '.join(STYLES)}, got {self.style!r}")
+        style_cycle(self.style)
+
+
+def style_cycle(style: str) -> tuple[str, ...]:
+    """The styles the scenes of a dataset of ``style`` take in turn (one for a plain style)."""
+    cycle = MIXES.get(style) or tuple(part.strip() for part in style.split(","))
+    if not all(part in STYLES for part in cycle):
+        raise TrainingError(f"synthetic style must be one of {', '.join(STYLES)}, {', '.join(MIXES)}, or a comma "
+                            f"list of styles such as v1,v1,v3; got {style!r}")
+    return cycle
 
 
 # ----------------------------------------------------------------------------------------------- noise
@@ -253,10 +263,13 @@ class Painters:
     scatter_trees: Callable[..., None] | None = None  # single crowns over fields (woodland in the mask)
     wide_river: float = 0.0  # chance of a river 25-60 % of the scene wide (a riverfront)
     clutter: Callable[..., None] | None = None  # small objects that keep the class below (vehicles, markings)
+    tracks: Callable[..., None] | None = None  # farm tracks and bare strips over fields (background)
+    shore: Callable[..., None] | None = None  # shore vegetation and shade, once water and woodland are placed
+    sun: Callable[[np.random.Generator], tuple[float, float]] | None = None  # building shadow direction per scene
 
 
 def painters(style: str) -> Painters:
-    """The painters of ``style``: ``v1`` (the first generator) or ``v2`` (more of the real world's variety)."""
+    """The painters of ``style``: ``v1`` (the first generator), ``v2`` (more of the real world's variety) or ``v3``."""
     if style == "v1":
         return Painters(_fields, _woodland_texture, _water_texture, _road_colour, ROOF_COLOURS, _finish)
     if style == "v2":
@@ -264,6 +277,13 @@ def painters(style: str) -> Painters:
 
         return Painters(v2.fields, v2.woodland, v2.water, v2.road_colour, v2.ROOF_COLOURS, v2.finish,
                         scatter_trees=v2.scatter_trees, wide_river=v2.WIDE_RIVER, clutter=v2.clutter)
+    if style == "v3":
+        from training import synthetic_v2 as v2
+        from training import synthetic_v3 as v3
+
+        return Painters(v2.fields, v2.woodland, v2.water, v2.road_colour, v2.ROOF_COLOURS, v2.finish,
+                        scatter_trees=v2.scatter_trees, wide_river=v2.WIDE_RIVER, clutter=v3.clutter,
+                        tracks=v3.tracks, shore=v3.shore, sun=v3.sun_shadow)
     raise TrainingError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")
 
 
@@ -315,6 +335,10 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
     img[wood] = paint.woodland(rng, h, w)[wood]
     if paint.scatter_trees is not None:
         paint.scatter_trees(rng, img, mask, ~(water | wood), paint.woodland)
+    if paint.shore is not None:
+        paint.shore(rng, img, mask)
+    if paint.tracks is not None:
+        paint.tracks(rng, img, mask)
 
     # Roads: add crossing roads until the target share is met.
     road_target = _jittered(rng, shares.road, jitter)
@@ -343,7 +367,9 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
     road &= ~water | (road_dist < 100)  # bridges over rivers keep the road class
     mask[road] = ROAD
 
-    # Buildings: rotated rectangles beside roads (or in isolated farmsteads), with a shadow cast south-east.
+    # Buildings: rotated rectangles beside roads (or in isolated farmsteads), with a shadow cast south-east
+    # (v1, v2) or away from the scene's sun.
+    shadow = paint.sun(rng) if paint.sun is not None else (1.0, 0.8)
     building_target = _jittered(rng, shares.building, jitter)
     built = np.zeros((h, w), bool)
     for _ in range(400):
@@ -364,7 +390,8 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
             cy, cx = rng.uniform(0, h), rng.uniform(0, w)
             length, width = rng.uniform(36, 90), rng.uniform(28, 56)
             angle = rng.uniform(0, np.pi)
-        _paint_building(rng, img, mask, built, water | road, cy, cx, length, width, angle, paint.roof_colours)
+        _paint_building(rng, img, mask, built, water | road, cy, cx, length, width, angle, paint.roof_colours,
+                        shadow)
     if paint.clutter is not None:
         paint.clutter(rng, img, mask, road_lines)
 
@@ -385,6 +412,7 @@ def _paint_building(
     width: float,
     angle: float,
     roof_colours: np.ndarray = ROOF_COLOURS,
+    shadow_direction: tuple[float, float] = (1.0, 0.8),
 ) -> None:
     h, w = mask.shape
     reach = int(math.hypot(length, width) / 2) + 16
@@ -404,7 +432,7 @@ def _paint_building(
     if (forbidden[r0:r1, c0:c1] & roof).any() or (built[r0:r1, c0:c1] & roof).any():
         return
     shift = rng.uniform(6, 14)
-    shadow, _ = footprint(shift, shift * 0.8)
+    shadow, _ = footprint(shift * shadow_direction[0], shift * shadow_direction[1])
     shadow &= ~roof
     window = img[r0:r1, c0:c1]
     window[shadow] *= 0.45
@@ -437,9 +465,8 @@ def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
 
 def scene_style(style: str, index: int) -> str:
     """The style scene ``index`` of a dataset of ``style`` is painted in (``mixed``: v1 and v2 alternate)."""
-    if style not in STYLES:
-        raise TrainingError(f"synthetic style must be one of {', '.join(STYLES)}, got {style!r}")
-    return ("v1", "v2")[index % 2] if style == "mixed" else style
+    cycle = style_cycle(style)
+    return cycle[index % len(cycle)]
 
 
 def scene_rng(seed: int, index: int) -> np.random.Generator:

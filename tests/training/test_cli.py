@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import rasterio
 
 from tests.training.conftest import coded_pair, write_pair
 from training.cli import main
@@ -40,6 +41,14 @@ def test_every_command_has_help(command, capsys) -> None:
 def test_synthetic_patch_filter_split_commands(tmp_path) -> None:
     assert main(["synthetic", str(tmp_path / "d"), "--orthophotos", "3", "--size", "128", "--seed", "1"]) == 0
     assert len(list((tmp_path / "d" / "images").glob("*.tif"))) == 3
+    assert main(["synthetic", str(tmp_path / "s"), "--orthophotos", "2", "--size", "128", "--seed", "1",
+                 "--style", "v1,v3"]) == 0
+    with rasterio.open(tmp_path / "d/images/synthetic_1_000.tif") as a, \
+            rasterio.open(tmp_path / "s/images/synthetic_1_000.tif") as b:
+        assert (a.read() == b.read()).all()  # scene 0 is v1 in both
+    with rasterio.open(tmp_path / "d/images/synthetic_1_001.tif") as a, \
+            rasterio.open(tmp_path / "s/images/synthetic_1_001.tif") as b:
+        assert (a.read() != b.read()).any()  # scene 1 is v3
     assert main(["patch", str(tmp_path / "d"), str(tmp_path / "p"), "--size", "64"]) == 0
     assert len(list((tmp_path / "p" / "masks").glob("*.png"))) == 12
     assert main(["filter", str(tmp_path / "p"), "--threshold", "0"]) == 0
@@ -66,6 +75,7 @@ def test_bad_input_exits_2_without_traceback(tmp_path) -> None:
         (["run", "--config", str(REPO / "training/configs/smoke.yaml"), "--set", "train.epoch=1"], "unknown config"),
         (["export", "{tmp}", "{tmp}/b.json"], "train.json does not exist"),
         (["heldout", "--styles", "mixed"], "a scene has one style"),
+        (["synthetic", "{tmp}/s", "--style", "v9"], "comma list of styles"),
         (["heldout", "--model", "untrained:Unet:resnet18"], "untrained network"),
     ],
 )

@@ -113,7 +113,7 @@ def test_mixed_alternates_the_styles_and_unknown_styles_are_refused():
 
     assert [scene_style("mixed", i) for i in range(4)] == ["v1", "v2", "v1", "v2"]
     assert scene_style("v2", 0) == "v2"
-    with pytest.raises(TrainingError, match="style must be one of v1, v2, mixed"):
+    with pytest.raises(TrainingError, match="style must be one of v1, v2, v3, mixed, or a comma list"):
         SyntheticParams(style="photoreal")
     with pytest.raises(TrainingError, match="unknown synthetic style"):
         generate_scene(scene_rng(0, 0), 64, ClassShares(), style="mixed")  # a scene has one style
@@ -162,3 +162,120 @@ def test_v2_resampling_imitates_coarser_sources_and_keeps_the_mean():
     assert kept and coarser
     for o in coarser:
         assert o.shape == img.shape and o.std() < 0.8 * img.std() and abs(o.mean() - img.mean()) < 5
+
+
+def test_style_cycles_paint_scenes_in_turn_and_refuse_unknown_parts():
+    from training.synthetic import scene_style, style_cycle
+
+    assert [scene_style("v1,v1,v3", i) for i in range(6)] == ["v1", "v1", "v3"] * 2
+    assert style_cycle("mixed") == ("v1", "v2") and style_cycle("v3") == ("v3",)
+    with pytest.raises(TrainingError, match="comma list"):
+        SyntheticParams(style="v1,v4")
+    assert SyntheticParams(style="v1, v3").style == "v1, v3"
+
+
+def test_style_v3_is_deterministic_different_from_v2_and_keeps_the_class_balance():
+    a_img, a_mask = generate_scene(scene_rng(3, 1), 512, ClassShares(), style="v3")
+    b_img, b_mask = generate_scene(scene_rng(3, 1), 512, ClassShares(), style="v3")
+    v2_img, v2_mask = generate_scene(scene_rng(3, 1), 512, ClassShares(), style="v2")
+    assert np.array_equal(a_img, b_img) and np.array_equal(a_mask, b_mask)
+    assert not np.array_equal(a_img, v2_img)
+    shares = np.mean([np.bincount(generate_scene(scene_rng(0, i), 1024, ClassShares(), jitter=0.0, style="v3")[1]
+                                  .ravel(), minlength=5) / 1024 ** 2 for i in range(4)], axis=0)
+    assert 0.25 < shares[2] < 0.45 and 0.03 < shares[3] < 0.25 and 0.005 < shares[1] < 0.02
+    assert 0.008 < shares[4] < 0.04
+
+
+def _field_with_a_lake(size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    from training.synthetic import BACKGROUND, WATER, WOODLAND
+
+    mask = np.full((size, size), BACKGROUND, np.uint8)
+    mask[200:300, 200:300] = WATER
+    mask[200:300, 300:400] = WOODLAND  # woodland on the lake's east shore
+    return np.full((size, size, 3), 120.0, np.float32), mask
+
+
+def test_v3_tracks_are_pale_streaked_bands_over_fields_only():
+    from training.synthetic import BACKGROUND
+    from training.synthetic_v3 import tracks
+
+    img, mask = _field_with_a_lake(1024)
+    before = mask.copy()
+    painted = 0
+    for seed in range(8):
+        out = img.copy()
+        tracks(scene_rng(seed, 0), out, mask)
+        diff = (out != img).any(axis=-1)
+        assert np.array_equal(mask, before) and not diff[mask != BACKGROUND].any()
+        if diff.any():
+            painted += 1
+            band = out[diff].mean(axis=-1)
+            assert band.mean() > 130  # pale against the 120 field
+            assert band.std() > 3  # ruts and streaks, not a flat fill
+    assert painted >= 5
+
+
+def test_v3_shore_fringes_the_land_and_shades_the_water_beside_trees():
+    from training.synthetic import BACKGROUND, WATER, WOODLAND
+    from training.synthetic_v3 import SHORE_PX, SHORE_SHADE_PX, shore
+
+    img, mask = _field_with_a_lake()
+    before = mask.copy()
+    fringed = shaded = 0
+    for seed in range(8):
+        out = img.copy()
+        shore(scene_rng(seed, 0), out, mask)
+        diff = (out != img).any(axis=-1)
+        assert np.array_equal(mask, before) and not diff[mask == WOODLAND].any()
+        land = diff & (mask == BACKGROUND)
+        ys, xs = np.nonzero(land)
+        if len(ys):
+            fringed += 1
+            # Within the fringe's reach of the lake (rows/cols 200..299, the woodland side excluded).
+            reach = SHORE_PX[1]
+            assert ys.min() >= 200 - reach and ys.max() < 300 + reach and xs.min() >= 200 - reach
+        water = diff & (mask == WATER)
+        if water.any():
+            shaded += 1
+            assert np.nonzero(water)[1].min() >= 300 - SHORE_SHADE_PX[1]  # only beside the trees
+            assert (out[water] < img[water]).all()
+    assert fringed >= 4 and shaded >= 4
+
+
+def test_v3_buildings_cast_their_shadow_away_from_the_scenes_sun():
+    from training.synthetic import BACKGROUND, _paint_building
+    from training.synthetic_v3 import sun_shadow
+
+    directions = np.array([sun_shadow(scene_rng(seed, 0)) for seed in range(40)])
+    assert np.allclose(np.hypot(directions[:, 0], directions[:, 1]), np.hypot(1, 0.8))  # v1's shadow length
+    assert (directions[:, 0] < 0).any() and (directions[:, 1] < 0).any()  # not always south-east
+    for direction, dark_side in (((1.0, 0.8), "south-east"), ((-1.0, -0.8), "north-west")):
+        img = np.full((200, 200, 3), 150.0, np.float32)
+        mask = np.full((200, 200), BACKGROUND, np.uint8)
+        _paint_building(scene_rng(0, 0), img, mask, np.zeros_like(mask, bool), np.zeros_like(mask, bool),
+                        100.0, 100.0, 40.0, 30.0, 0.0, shadow_direction=direction)
+        dark = (img.mean(axis=-1) < 100) & (mask == BACKGROUND)
+        ys, xs = np.nonzero(dark)
+        assert len(ys), dark_side
+        assert (ys.mean() > 100 and xs.mean() > 100) if dark_side == "south-east" else (ys.mean() < 100 and
+                                                                                          xs.mean() < 100)
+
+
+def test_v3_clutter_paints_more_marks_than_v2_and_never_changes_a_class():
+    from training.synthetic import BACKGROUND, ROAD
+    from training.synthetic_v2 import clutter as clutter_v2
+    from training.synthetic_v3 import clutter as clutter_v3
+
+    mask = np.full((1024, 1024), BACKGROUND, np.uint8)
+    mask[500:530] = ROAD
+    line = np.array([[515.0, 0.0], [515.0, 1023.0]])
+    img = np.full((1024, 1024, 3), 128.0, np.float32)
+    before = mask.copy()
+    marked = {"v2": 0, "v3": 0}
+    for seed in range(6):
+        for name, clutter in (("v2", clutter_v2), ("v3", clutter_v3)):
+            out = img.copy()
+            clutter(scene_rng(seed, 0), out, mask, [(line, 15.0)])
+            assert np.array_equal(mask, before)
+            marked[name] += int((out != img).any(axis=-1)[mask == BACKGROUND].sum())
+    assert marked["v3"] > 2 * marked["v2"]
