@@ -266,6 +266,7 @@ class Painters:
     tracks: Callable[..., None] | None = None  # farm tracks and bare strips over fields (background)
     shore: Callable[..., None] | None = None  # shore vegetation and shade, once water and woodland are placed
     sun: Callable[[np.random.Generator], tuple[float, float]] | None = None  # building shadow direction per scene
+    road_half_px: tuple[float, float] = (7.0, 14.0)  # half width range of roads: 3.5-7 m wide at 0.25 m/px
 
 
 def painters(style: str) -> Painters:
@@ -283,7 +284,7 @@ def painters(style: str) -> Painters:
 
         return Painters(v2.fields, v2.woodland, v2.water, v2.road_colour, v2.ROOF_COLOURS, v2.finish,
                         scatter_trees=v2.scatter_trees, wide_river=v2.WIDE_RIVER, clutter=v3.clutter,
-                        tracks=v3.tracks, shore=v3.shore, sun=v3.sun_shadow)
+                        tracks=v3.tracks, shore=v3.shore, sun=v3.sun_shadow, road_half_px=v3.ROAD_HALF_PX)
     raise TrainingError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")
 
 
@@ -348,7 +349,7 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
     for _ in range(12):
         if road.sum() >= road_target * area:
             break
-        half = rng.uniform(7, 14)  # 3.5 .. 7 m wide at 0.25 m/px
+        half = rng.uniform(*paint.road_half_px)
         # In a scene too small for one road at the target share, draw the road only with the probability
         # that keeps the expected share on target (one road across 1024 px is already ~2 %).
         expected = 2 * half * 1.1 * size

@@ -7,8 +7,10 @@ issue 15 asks for. This style adds, on top of every v2 painter:
 - **farm tracks and bare strips** (background): pale soil, gravel and dust bands 2-8 m wide across fields, with tyre
   ruts and streaks along them, soft edges and no verges, vehicles or lane marks. Roads keep their darker verges,
   traffic and markings, so "pale band" alone no longer means road;
-- **marks on fields** (background): paint strokes, dots, tarps and machinery in saturated colours, three times as
-  many as in v2 and up to 6 px (1.5 m) wide, so "red and compact" no longer means roof;
+- **marks on fields** (background): paint strokes, dots, tarps and machinery in saturated colours, reds most
+  often, three times as many as in v2 and up to 6 px (1.5 m) wide, so "red and compact" no longer means roof;
+- **busy roads**: roads up to 11 m wide (multi-lane; v2 up to 7 m), and on some of them dense traffic, cars nose
+  to tail in every lane, so a road full of cars is still a road;
 - **the sun**: one azimuth per scene for the buildings' cast shadows, which v1 and v2 always cast south-east;
 - **shore vegetation**: reeds and grass fringes on the land along water (background), and the shade of trees on
   the water beside woodland (water).
@@ -30,6 +32,12 @@ TRACK_COLOURS = np.array([(186, 182, 172), (200, 192, 172), (172, 160, 138), (15
                           (176, 168, 160)], np.float32)  # pale dust, sand, light soil, damp soil, chalk, grey gravel
 MARKS = (0, 120)  # extra marks on fields per 1024 px scene (v2 paints 0-40)
 MARK_HALF_PX = (1.5, 6.0)  # stroke half width: up to 3 m wide strokes and tarps
+MARK_COLOURS = np.array([(220, 30, 40), (196, 24, 28), (240, 70, 60), (30, 50, 220), (40, 200, 60), (240, 240, 240),
+                         (240, 200, 30), (60, 40, 30)], np.float32)  # reds, blue, green, white, yellow, ruts
+MARK_WEIGHTS = np.array([0.2, 0.12, 0.1, 0.16, 0.12, 0.1, 0.1, 0.1])
+ROAD_HALF_PX = (7.0, 22.0)  # road half width: 3.5-11 m wide
+DENSE_TRAFFIC = 0.35  # chance that a road is packed with cars, nose to tail in every lane
+LANE_PX = 14.0  # lane width, 3.5 m
 SHORE_PX = (0, 14)  # width of the reed and grass fringe along water (0 on some shores: mown banks)
 SHORE_COLOURS = np.array([(92, 112, 60), (120, 128, 72), (150, 146, 96), (70, 92, 50), (168, 156, 110)],
                          np.float32)  # green reeds, olive sedge, dry reeds, dark rushes, straw
@@ -105,12 +113,17 @@ def tracks(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> None:
 
 def clutter(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray,
             road_lines: list[tuple[np.ndarray, float]]) -> None:
-    """v2's clutter, then more and bolder marks on fields: strokes, dots and tarps in saturated colours."""
+    """v2's clutter, dense traffic on some roads, then more and bolder marks on fields (strokes, dots, tarps)."""
+    from training.synthetic import ROAD
+
     v2.clutter(rng, img, mask, road_lines)
+    for line, half in road_lines:
+        if rng.random() < DENSE_TRAFFIC:
+            traffic(rng, img, mask, line, half, ROAD)
     h, w = mask.shape
     for _ in range(int(rng.integers(*MARKS) * h * w / 1024 ** 2)):
         start = rng.uniform(0, (h, w))
-        colour = v2.MARK_COLOURS[int(rng.integers(len(v2.MARK_COLOURS)))] + rng.normal(0, 10, 3)
+        colour = MARK_COLOURS[rng.choice(len(MARK_COLOURS), p=MARK_WEIGHTS)] + rng.normal(0, 10, 3)
         half = rng.uniform(*MARK_HALF_PX)
         if rng.random() < 0.3:  # a dot or a tarp: one point
             points = np.vstack([start, start + rng.normal(0, 1, 2)])
@@ -119,3 +132,25 @@ def clutter(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray,
             steps = np.stack([np.sin(turns), np.cos(turns)], axis=1) * rng.uniform(3, 9)
             points = np.vstack([start, start + steps.cumsum(axis=0)])
         v2._stroke(img, mask, BACKGROUND, colour.astype(np.float32), points, half)
+
+
+def traffic(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, line: np.ndarray, half: float,
+            road: int) -> None:
+    """Cars nose to tail in every lane of the road along ``line`` (painted on road pixels only)."""
+    lanes = max(1, int(2 * half // LANE_PX))
+    seg = np.diff(line, axis=0)
+    lengths = np.hypot(seg[:, 0], seg[:, 1])
+    along = np.concatenate([[0.0], np.cumsum(lengths)])
+    for lane in range(lanes):
+        offset = (lane + 0.5) * 2 * half / lanes - half
+        t = rng.uniform(0, 10)
+        while t < along[-1]:
+            i = min(int(np.searchsorted(along, t, side="right")) - 1, len(seg) - 1)
+            direction = seg[i] / (lengths[i] + 1e-9)
+            normal = np.array([-direction[1], direction[0]])
+            centre = line[i] + direction * (t - along[i]) + normal * (offset + rng.normal(0, 1))
+            car = rng.uniform(7, 10)  # half length: cars and vans, 3.5-5 m
+            colour = v2.VEHICLE_COLOURS[int(rng.integers(len(v2.VEHICLE_COLOURS)))] + rng.normal(0, 8, 3)
+            v2._stroke(img, mask, road, colour.astype(np.float32),
+                       np.array([centre - direction * car, centre + direction * car]), rng.uniform(2.5, 3.8))
+            t += 2 * car + rng.uniform(3, 30)  # gaps of 1-7 m

@@ -279,3 +279,25 @@ def test_v3_clutter_paints_more_marks_than_v2_and_never_changes_a_class():
             assert np.array_equal(mask, before)
             marked[name] += int((out != img).any(axis=-1)[mask == BACKGROUND].sum())
     assert marked["v3"] > 2 * marked["v2"]
+
+
+def test_v3_dense_traffic_fills_every_lane_of_a_wide_road_and_stays_on_it():
+    from training.synthetic import BACKGROUND, ROAD
+    from training.synthetic_v3 import traffic
+
+    mask = np.full((256, 1024), BACKGROUND, np.uint8)
+    mask[100:156] = ROAD  # 14 m wide: four lanes
+    img = np.full((256, 1024, 3), 100.0, np.float32)
+    out = img.copy()
+    traffic(scene_rng(0, 0), out, mask, np.array([[128.0, -20.0], [128.0, 1044.0]]), 28.0, ROAD)
+    cars = (out != img).any(axis=-1)
+    assert not cars[mask != ROAD].any()
+    for lane in range(4):  # lane centres at 107, 121, 135, 149
+        row = cars[107 + 14 * lane]
+        assert 0.4 < row.mean() < 0.95  # nose to tail, with gaps
+
+
+def test_v3_roads_can_be_wider_than_v2s():
+    from training.synthetic import painters
+
+    assert painters("v2").road_half_px == (7.0, 14.0) and painters("v3").road_half_px[1] > 14.0
