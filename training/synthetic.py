@@ -282,7 +282,7 @@ def painters(style: str) -> Painters:
         from training import synthetic_v2 as v2
         from training import synthetic_v3 as v3
 
-        return Painters(v2.fields, v2.woodland, v2.water, v2.road_colour, v2.ROOF_COLOURS, v2.finish,
+        return Painters(v2.fields, v3.woodland, v2.water, v2.road_colour, v2.ROOF_COLOURS, v2.finish,
                         scatter_trees=v2.scatter_trees, wide_river=v2.WIDE_RIVER, clutter=v3.clutter,
                         tracks=v3.tracks, shore=v3.shore, sun=v3.sun_shadow, road_half_px=v3.ROAD_HALF_PX)
     raise TrainingError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")

@@ -13,7 +13,12 @@ issue 15 asks for. This style adds, on top of every v2 painter:
   to tail in every lane, so a road full of cars is still a road;
 - **the sun**: one azimuth per scene for the buildings' cast shadows, which v1 and v2 always cast south-east;
 - **shore vegetation**: reeds and grass fringes on the land along water (background), and the shade of trees on
-  the water beside woodland (water).
+  the water beside woodland (water);
+- **open conifer stands** (woodland): on some scenes the woodland is sunlit conifer crowns over grass with long
+  blue-black cast shadows, as a low sun draws them (the NEON scenes of the sanity suite: shadows read as water,
+  crowns as field);
+- **road markings**: white edge lines and a yellow or white centre line on half of the roads, so a pale marked
+  road is told from a pale unmarked track.
 
 The scene layout and every v2 knob are unchanged; the knobs added here are the constants below, and every draw
 comes from the scene's seeded generator.
@@ -38,6 +43,11 @@ MARK_WEIGHTS = np.array([0.2, 0.12, 0.1, 0.16, 0.12, 0.1, 0.1, 0.1])
 ROAD_HALF_PX = (7.0, 22.0)  # road half width: 3.5-11 m wide
 DENSE_TRAFFIC = 0.35  # chance that a road is packed with cars, nose to tail in every lane
 LANE_PX = 14.0  # lane width, 3.5 m
+OPEN_STANDS = 0.4  # share of scenes whose woodland is open conifer stands with long shadows
+SHADOW_LENGTH = (1.0, 3.5)  # cast shadow length in crown radii (sun elevation about 15-45 degrees)
+CONIFER_COLOURS = np.array([(96, 120, 58), (110, 132, 70), (78, 102, 60), (120, 140, 84), (70, 92, 70)],
+                           np.float32)  # sunlit conifer crowns: yellow-green to blue-green
+MARKED_ROADS = 0.5  # share of roads with edge and centre lines
 SHORE_PX = (0, 14)  # width of the reed and grass fringe along water (0 on some shores: mown banks)
 SHORE_COLOURS = np.array([(92, 112, 60), (120, 128, 72), (150, 146, 96), (70, 92, 50), (168, 156, 110)],
                          np.float32)  # green reeds, olive sedge, dry reeds, dark rushes, straw
@@ -111,6 +121,49 @@ def tracks(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> None:
         img[band] = img[band] * (1 - edge) + paint * edge
 
 
+def woodland(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """v2's closed canopy, or (:data:`OPEN_STANDS`) an open conifer stand: crowns on grass with long shadows."""
+    if rng.random() >= OPEN_STANDS:
+        return v2.woodland(rng, h, w)
+    grass = v2.FIELD_COLOURS[int(rng.choice([1, 5, 6, 12]))] + rng.normal(0, 8, 3)
+    img = grass[None, None, :] + ((value_noise(rng, h, w, 6.0) - 0.5) * 24)[..., None]
+    cell = rng.uniform(10, 26)  # crown spacing 2.5-6.5 m
+    ragged = (value_noise(rng, h, w, 2.0) - 0.5) * 0.5  # conifer crowns have ragged edges
+    crown = np.clip(1 - (v2.cellular(rng, h, w, cell) + ragged * 0.3) / rng.uniform(0.25, 0.5), 0, 1)
+    crown *= value_noise(rng, h, w, 80.0) > rng.uniform(0.1, 0.5)  # meadow gaps in the stand
+    azimuth = rng.uniform(0, 2 * np.pi)
+    reach = rng.uniform(*SHADOW_LENGTH) * cell * 0.4
+    shadow = np.zeros((h, w), bool)
+    for step in np.linspace(0, reach, max(2, int(reach))):  # the crown swept away from the sun
+        dy, dx = int(round(np.sin(azimuth) * step)), int(round(np.cos(azimuth) * step))
+        shadow |= np.roll(np.roll(crown > 0.05, dy, axis=0), dx, axis=1)
+    shade = np.array([0.3, 0.36, 0.55]) * rng.uniform(0.6, 1.1)  # blue-black: skylight only
+    img[shadow] *= shade
+    colour = CONIFER_COLOURS[int(rng.integers(len(CONIFER_COLOURS)))] + rng.normal(0, 8, 3)
+    lit = crown > 0.05
+    light = (crown * rng.uniform(30, 60) + (value_noise(rng, h, w, 2.5) - 0.5) * 30)[lit]
+    img[lit] = colour[None, :] + light[:, None]
+    return img.astype(np.float32)
+
+
+def road_markings(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, line: np.ndarray, half: float,
+                  road: int) -> None:
+    """White edge lines and a yellow or white centre line (solid or dashed) along ``line``."""
+    seg = np.diff(line, axis=0)
+    normal = np.stack([-seg[:, 1], seg[:, 0]], axis=1) / (np.hypot(seg[:, 0], seg[:, 1])[:, None] + 1e-9)
+    normal = np.vstack([normal, normal[-1:]])
+    white = np.full(3, rng.uniform(215, 245), np.float32)
+    for side in (-1, 1):
+        v2._stroke(img, mask, road, white, line + normal * side * (half - 2.5), 0.7)
+    centre = np.array((225, 190, 60), np.float32) if rng.random() < 0.5 else white
+    if rng.random() < 0.5:
+        v2._stroke(img, mask, road, centre, line, 0.7)
+    else:
+        for a, b in zip(line[:-1], line[1:], strict=False):
+            for t in np.arange(0, 1, 0.1):
+                v2._stroke(img, mask, road, centre, np.array([a + (b - a) * t, a + (b - a) * (t + 0.05)]), 0.7)
+
+
 def clutter(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray,
             road_lines: list[tuple[np.ndarray, float]]) -> None:
     """v2's clutter, dense traffic on some roads, then more and bolder marks on fields (strokes, dots, tarps)."""
@@ -118,6 +171,8 @@ def clutter(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray,
 
     v2.clutter(rng, img, mask, road_lines)
     for line, half in road_lines:
+        if rng.random() < MARKED_ROADS:
+            road_markings(rng, img, mask, line, half, ROAD)
         if rng.random() < DENSE_TRAFFIC:
             traffic(rng, img, mask, line, half, ROAD)
     h, w = mask.shape

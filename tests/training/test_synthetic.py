@@ -180,8 +180,9 @@ def test_style_v3_is_deterministic_different_from_v2_and_keeps_the_class_balance
     v2_img, v2_mask = generate_scene(scene_rng(3, 1), 512, ClassShares(), style="v2")
     assert np.array_equal(a_img, b_img) and np.array_equal(a_mask, b_mask)
     assert not np.array_equal(a_img, v2_img)
+    # 8 scenes: wide roads are drawn less often to keep the expected share, so 4 scenes vary more than in v2.
     shares = np.mean([np.bincount(generate_scene(scene_rng(0, i), 1024, ClassShares(), jitter=0.0, style="v3")[1]
-                                  .ravel(), minlength=5) / 1024 ** 2 for i in range(4)], axis=0)
+                                  .ravel(), minlength=5) / 1024 ** 2 for i in range(8)], axis=0)
     assert 0.25 < shares[2] < 0.45 and 0.03 < shares[3] < 0.25 and 0.005 < shares[1] < 0.02
     assert 0.008 < shares[4] < 0.04
 
@@ -301,3 +302,35 @@ def test_v3_roads_can_be_wider_than_v2s():
     from training.synthetic import painters
 
     assert painters("v2").road_half_px == (7.0, 14.0) and painters("v3").road_half_px[1] > 14.0
+
+
+def test_v3_open_stands_are_lit_crowns_over_grass_with_long_dark_shadows():
+    from training import synthetic_v3 as v3
+
+    stands = 0
+    for seed in range(12):
+        if scene_rng(seed, 0).random() >= v3.OPEN_STANDS:
+            continue  # a closed canopy, v2's
+        img = v3.woodland(scene_rng(seed, 0), 256, 256)
+        stands += 1
+        brightness = img.mean(axis=-1)
+        shadow = brightness < 0.5 * np.median(brightness)
+        assert 0.05 < shadow.mean() < 0.7  # cast shadows, and lit crowns and grass besides
+        assert img[shadow][:, 2].mean() > img[shadow][:, 0].mean()  # skylight: blue-black, not brown
+    assert 2 <= stands <= 10  # about OPEN_STANDS of the scenes
+
+
+def test_v3_road_markings_are_thin_lines_on_the_road_only():
+    from training.synthetic import BACKGROUND, ROAD
+    from training.synthetic_v3 import road_markings
+
+    mask = np.full((128, 512), BACKGROUND, np.uint8)
+    mask[44:84] = ROAD
+    img = np.full((128, 512, 3), 90.0, np.float32)
+    for seed in range(4):
+        out = img.copy()
+        road_markings(scene_rng(seed, 0), out, mask, np.array([[64.0, -10.0], [64.0, 522.0]]), 20.0, ROAD)
+        lines = (out != img).any(axis=-1)
+        assert not lines[mask != ROAD].any()
+        assert lines[46].mean() > 0.9 and lines[81].mean() > 0.9  # both edge lines, solid
+        assert 0.4 < lines[64].mean() <= 1.0 and not lines[55].any()  # a centre line, lanes between
