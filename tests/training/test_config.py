@@ -11,7 +11,7 @@ from training.errors import TrainingError
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "finetune_mixed.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "finetune_mixed.yaml", "finetune_v3.yaml", "smoke.yaml"])
 def test_shipped_configs_are_valid(name) -> None:
     config = load_config(CONFIGS / name)
     assert config.data.synthetic is not None and config.train.backbone == "resnet18"
@@ -23,9 +23,10 @@ def test_default_config_exports_the_default_bundle() -> None:
     assert config.export.params.tile_size == 256 and config.export.params.gsd_m == 0.25
 
 
-def test_the_fine_tuning_trial_starts_from_the_default_on_new_scenes_and_checks_the_result() -> None:
-    default, trial = load_config(CONFIGS / "default.yaml"), load_config(CONFIGS / "finetune_mixed.yaml")
-    assert default.data.synthetic.style == "v1" and trial.data.synthetic.style == "mixed"
+@pytest.mark.parametrize("name, style", [("finetune_mixed.yaml", "mixed"), ("finetune_v3.yaml", "v1,v3")])
+def test_the_fine_tuning_trials_start_from_the_default_on_new_scenes_and_check_the_result(name, style) -> None:
+    default, trial = load_config(CONFIGS / "default.yaml"), load_config(CONFIGS / name)
+    assert default.data.synthetic.style == "v1" and trial.data.synthetic.style == style
     assert Path(trial.train.init_weights) == default.bundle_json and default.train.init_weights is None
     assert default.data.synthetic.seed != trial.data.synthetic.seed  # its held-out scenes are new to both
     assert (default.train.architecture, default.train.backbone) == (trial.train.architecture, trial.train.backbone)
