@@ -8,7 +8,7 @@ issue 15 asks for. This style adds, on top of every v2 painter:
   ruts and streaks along them, soft edges and no verges, vehicles or lane marks. Roads keep their darker verges,
   traffic and markings, so "pale band" alone no longer means road;
 - **marks on fields** (background): paint strokes, dots, tarps and machinery in saturated colours, reds most
-  often, three times as many as in v2 and up to 6 px (1.5 m) wide, so "red and compact" no longer means roof;
+  often, three times as many as in v2 and up to 3 m wide, so "red and compact" no longer means roof;
 - **busy roads**: roads up to 11 m wide (multi-lane; v2 up to 7 m), and on some of them dense traffic, cars nose
   to tail in every lane, so a road full of cars is still a road;
 - **the sun**: one azimuth per scene for the buildings' cast shadows, which v1 and v2 always cast south-east;
@@ -44,7 +44,7 @@ ROAD_HALF_PX = (7.0, 22.0)  # road half width: 3.5-11 m wide
 DENSE_TRAFFIC = 0.35  # chance that a road is packed with cars, nose to tail in every lane
 LANE_PX = 14.0  # lane width, 3.5 m
 OPEN_STANDS = 0.4  # share of scenes whose woodland is open conifer stands with long shadows
-SHADOW_LENGTH = (1.0, 3.5)  # cast shadow length in crown radii (sun elevation about 15-45 degrees)
+SHADOW_LENGTH = (1.0, 3.5)  # cast shadow length in units of 0.4 crown spacing, about a crown radius (low sun)
 CONIFER_COLOURS = np.array([(96, 120, 58), (110, 132, 70), (78, 102, 60), (120, 140, 84), (70, 92, 70)],
                            np.float32)  # sunlit conifer crowns: yellow-green to blue-green
 MARKED_ROADS = 0.5  # share of roads with edge and centre lines
