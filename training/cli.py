@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_check_args(p)
     p.add_argument("--expectations", type=_p, default=Path("tests/data/real/expectations.json"),
                    help="JSON list of scenes (default tests/data/real/expectations.json)")
+    p.add_argument("--figures", type=_p, default=None, metavar="DIR",
+                   help="also write DIR/<scene>.png: each scene as the model saw it beside its classes")
 
     p = sub.add_parser("heldout", help="score a model on fresh synthetic scenes of each style",
                        description="Paint new synthetic scenes (a seed no training run uses), the same number per "
@@ -291,7 +293,7 @@ def run_command(args: argparse.Namespace) -> int:
         from training.sanity import report, run_suite
 
         bundle = resolve_model(args.model)
-        results = run_suite(bundle, args.expectations, precision=args.precision)
+        results = run_suite(bundle, args.expectations, precision=args.precision, figures=args.figures)
         text = report(results, f"{bundle.name}, precision {args.precision}")
         print(text)
         if args.report:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from training.errors import TrainingError
 
 MAX_ABSENT = 0.02  # an absent class may cover less than 2 % of the valid pixels (stray pixels, not a misreading)
@@ -82,16 +84,23 @@ def judge(scene: Scene, shares: dict[str, float]) -> SceneResult:
 
 
 def run_scene(bundle: Any, scene: Scene, folder: Path, workdir: Path, runtime: Any = "auto",
-              precision: str = "auto") -> SceneResult:
-    """Segment the scene as a user would (``--resample``) and judge the class shares."""
+              precision: str = "auto", figures: Path | None = None) -> SceneResult:
+    """Segment the scene as a user would (``--resample``) and judge the class shares.
+
+    With ``figures``, also write ``figures/<raster stem>.png``: the scene as the model saw it beside its classes.
+    """
     from backend.inference import segment
     from backend.raster_io import Window
 
     source = folder / scene.raster
     if scene.nodata is not None:
         source = _flag_nodata(source, scene.nodata, workdir)
-    result = segment(source, workdir / f"{Path(scene.raster).stem}.tif", bundle, resample=True,
+    classes = workdir / f"{Path(scene.raster).stem}.tif"
+    result = segment(source, classes, bundle, resample=True,
                      window=Window(*scene.window) if scene.window else None, runtime=runtime, precision=precision)
+    if figures is not None:
+        write_figure(source, classes, [c.color for c in bundle.classes], figures / f"{Path(scene.raster).stem}.png",
+                     scene.window)
     valid = max(result.areas.valid_pixels, 1)
     shares = {c.name: n / valid for c, n in zip(bundle.classes, result.areas.counts, strict=True)}
     return judge(scene, shares)
@@ -110,11 +119,44 @@ def _flag_nodata(source: Path, nodata: float, workdir: Path) -> Path:
     return copy
 
 
-def run_suite(bundle: Any, expectations: Path, runtime: Any = "auto", precision: str = "auto") -> list[SceneResult]:
-    """Every scene of ``expectations`` through ``bundle``."""
+def write_figure(source: Path, classes: Path, colours: list[tuple[int, int, int]], path: Path,
+                 window: tuple[int, int, int, int] | None = None) -> Path:
+    """A PNG of ``source`` (averaged onto the class grid) beside ``classes`` in ``colours`` (no data: black).
+
+    Scenes under 400 px are enlarged by whole factors, so a 99 px drone crop can still be looked at.
+    """
+    import rasterio
+    from PIL import Image
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    with rasterio.open(classes) as ds:
+        ids = ds.read(1)
+    h, w = ids.shape
+    with rasterio.open(source) as src:
+        rgb = src.read([1, 2, 3] if src.count >= 3 else [1, 1, 1], out_shape=(3, h, w),
+                       window=Window(*window) if window else None, resampling=Resampling.average)
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: len(colours)] = np.asarray(colours, np.uint8)
+    if rgb.dtype != np.uint8:  # stretch 2-98 % to 8 bits for the eye
+        low, high = np.percentile(rgb, (2, 98))
+        rgb = np.clip((rgb - low) * 255.0 / max(high - low, 1e-9), 0, 255)
+    side = np.hstack([np.moveaxis(rgb, 0, 2).astype(np.uint8), palette[ids]])
+    scale = max(1, 400 // max(h, 1))
+    image = Image.fromarray(side).resize((side.shape[1] * scale, side.shape[0] * scale), Image.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    image.save(tmp, format="PNG")
+    tmp.replace(path)
+    return path
+
+
+def run_suite(bundle: Any, expectations: Path, runtime: Any = "auto", precision: str = "auto",
+              figures: Path | None = None) -> list[SceneResult]:
+    """Every scene of ``expectations`` through ``bundle`` (with ``figures``: a PNG per scene there)."""
     expectations = Path(expectations)
     with tempfile.TemporaryDirectory(prefix="landcover-sanity-") as tmp:
-        return [run_scene(bundle, scene, expectations.parent, Path(tmp), runtime, precision)
+        return [run_scene(bundle, scene, expectations.parent, Path(tmp), runtime, precision, figures)
                 for scene in load_scenes(expectations)]
 
 

@@ -83,3 +83,25 @@ def test_a_no_imagery_value_the_file_does_not_flag_is_left_out(tmp_path):
     assert result.passed and result.shares["water"] == pytest.approx(1.0)
     with rasterio.open(tmp_path / "scene.tif") as ds:
         assert ds.nodata is None  # the user's file is not touched
+
+
+def test_a_figure_shows_the_scene_beside_its_classes_in_the_models_colours(tmp_path):
+    """The identity model's classes of a 100 px scene at 0.5 m: 200 px at 0.25 m, enlarged 2x to 400 px."""
+    from PIL import Image
+
+    from backend.contract import ClassInfo
+
+    rgb = np.full((3, 100, 100), 3, np.uint8)
+    rgb[0, :, :10] = 1
+    write_raster(tmp_path / "scene.tif", rgb, pixel_size=0.5)
+    colours = [(0, 0, 0), (255, 0, 0), (0, 128, 0), (0, 0, 255), (128, 128, 128)]
+    bundle = ModelBundle(name="identity", architecture="Unet", backbone="resnet18", tile_size=64, gsd_m=0.25,
+                         classes=tuple(ClassInfo(i, n, c) for i, (n, c) in enumerate(zip(NAMES, colours, strict=True))))
+    (tmp_path / "out").mkdir()
+    run_scene(bundle, Scene("scene.tif", "water, roofs", absent=("road",)), tmp_path, tmp_path / "out",
+              runtime=IdentityRuntime(), figures=tmp_path / "figs")
+    image = np.asarray(Image.open(tmp_path / "figs" / "scene.png"))
+    assert image.shape == (400, 800, 3) and not list((tmp_path / "figs").glob("*.part"))
+    left, right = image[:, :400], image[:, 400:]
+    assert (left[200, 200] == 3).all()  # the scene itself, averaged onto the class grid
+    assert tuple(right[200, 10]) == (255, 0, 0) and tuple(right[200, 300]) == (0, 0, 255)  # building | water
