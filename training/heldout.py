@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from training.errors import TrainingError
+from training.synthetic import STYLES
 
 HELD_OUT_SEED = 7919  # never a training seed (a run whose scenes used it is refused)
-BENCHMARK_STYLES = ("v1", "v2", "v3")
+BENCHMARK_STYLES = STYLES  # every style a scene can be painted in
 
 
 @dataclass(frozen=True)

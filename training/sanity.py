@@ -95,12 +95,12 @@ def run_scene(bundle: Any, scene: Scene, folder: Path, workdir: Path, runtime: A
     source = folder / scene.raster
     if scene.nodata is not None:
         source = _flag_nodata(source, scene.nodata, workdir)
-    classes = workdir / f"{Path(scene.raster).stem}.tif"
+    stem = Path(scene.raster).stem
+    classes = workdir / f"{stem}.tif"
     result = segment(source, classes, bundle, resample=True,
                      window=Window(*scene.window) if scene.window else None, runtime=runtime, precision=precision)
     if figures is not None:
-        write_figure(source, classes, [c.color for c in bundle.classes], figures / f"{Path(scene.raster).stem}.png",
-                     scene.window)
+        write_figure(source, classes, [c.color for c in bundle.classes], figures / f"{stem}.png", scene.window)
     valid = max(result.areas.valid_pixels, 1)
     shares = {c.name: n / valid for c, n in zip(bundle.classes, result.areas.counts, strict=True)}
     return judge(scene, shares)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ GSD_M = 0.25
 CRS = "EPSG:2180"
 STYLES = ("v1", "v2", "v3")  # how classes are painted: see painters()
 MIXES = {"mixed": ("v1", "v2")}  # named cycles of styles; a comma list such as "v1,v1,v3" is a cycle too
+SOUTH_EAST = (1.0, 0.8)  # v1 and v2 cast every building shadow this way (dy, dx per pixel of shift)
 
 
 @dataclass(frozen=True)
@@ -279,12 +280,10 @@ def painters(style: str) -> Painters:
         return Painters(v2.fields, v2.woodland, v2.water, v2.road_colour, v2.ROOF_COLOURS, v2.finish,
                         scatter_trees=v2.scatter_trees, wide_river=v2.WIDE_RIVER, clutter=v2.clutter)
     if style == "v3":
-        from training import synthetic_v2 as v2
         from training import synthetic_v3 as v3
 
-        return Painters(v2.fields, v3.woodland, v2.water, v2.road_colour, v2.ROOF_COLOURS, v2.finish,
-                        scatter_trees=v2.scatter_trees, wide_river=v2.WIDE_RIVER, clutter=v3.clutter,
-                        tracks=v3.tracks, shore=v3.shore, sun=v3.sun_shadow, road_half_px=v3.ROAD_HALF_PX)
+        return replace(painters("v2"), woodland=v3.woodland, clutter=v3.clutter, tracks=v3.tracks, shore=v3.shore,
+                       sun=v3.sun_shadow, road_half_px=v3.ROAD_HALF_PX)
     raise TrainingError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")
 
 
@@ -370,7 +369,7 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
 
     # Buildings: rotated rectangles beside roads (or in isolated farmsteads), with a shadow cast south-east
     # (v1, v2) or away from the scene's sun.
-    shadow = paint.sun(rng) if paint.sun is not None else (1.0, 0.8)
+    shadow = paint.sun(rng) if paint.sun is not None else SOUTH_EAST
     building_target = _jittered(rng, shares.building, jitter)
     built = np.zeros((h, w), bool)
     for _ in range(400):
@@ -413,7 +412,7 @@ def _paint_building(
     width: float,
     angle: float,
     roof_colours: np.ndarray = ROOF_COLOURS,
-    shadow_direction: tuple[float, float] = (1.0, 0.8),
+    shadow_direction: tuple[float, float] = SOUTH_EAST,
 ) -> None:
     h, w = mask.shape
     reach = int(math.hypot(length, width) / 2) + 16
@@ -465,7 +464,7 @@ def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
 
 
 def scene_style(style: str, index: int) -> str:
-    """The style scene ``index`` of a dataset of ``style`` is painted in (``mixed``: v1 and v2 alternate)."""
+    """The style scene ``index`` of a dataset of ``style`` is painted in (see :func:`style_cycle`)."""
     cycle = style_cycle(style)
     return cycle[index % len(cycle)]
 

@@ -29,7 +29,16 @@ from __future__ import annotations
 import numpy as np
 
 from training import synthetic_v2 as v2
-from training.synthetic import BACKGROUND, WATER, WOODLAND, _paint_polyline, _wandering_line, value_noise
+from training.synthetic import (
+    BACKGROUND,
+    ROAD,
+    SOUTH_EAST,
+    WATER,
+    WOODLAND,
+    _paint_polyline,
+    _wandering_line,
+    value_noise,
+)
 
 TRACKS = (0, 7)  # farm tracks and bare strips per 1024 px scene (uniform count, scaled by area)
 TRACK_HALF_PX = (4.0, 16.0)  # half width: 2-8 m wide at 0.25 m/px
@@ -57,10 +66,10 @@ SHORE_SHADE_PX = (0, 10)  # reach of tree shade over water beside woodland
 def sun_shadow(rng: np.random.Generator) -> tuple[float, float]:
     """The scene's shadow direction ``(dy, dx)`` for buildings: away from a sun at a random azimuth.
 
-    v1 and v2 cast every shadow at ``(1, 0.8)`` (south-east); this keeps that length and turns it.
+    v1 and v2 cast every shadow :data:`~training.synthetic.SOUTH_EAST`; this keeps that length and turns it.
     """
     azimuth = rng.uniform(0, 2 * np.pi)
-    length = float(np.hypot(1.0, 0.8))
+    length = float(np.hypot(*SOUTH_EAST))
     return float(np.sin(azimuth) * length), float(np.cos(azimuth) * length)
 
 
@@ -167,8 +176,6 @@ def road_markings(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, l
 def clutter(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray,
             road_lines: list[tuple[np.ndarray, float]]) -> None:
     """v2's clutter, dense traffic on some roads, then more and bolder marks on fields (strokes, dots, tarps)."""
-    from training.synthetic import ROAD
-
     v2.clutter(rng, img, mask, road_lines)
     for line, half in road_lines:
         if rng.random() < MARKED_ROADS:
