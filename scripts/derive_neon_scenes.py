@@ -28,6 +28,7 @@ SCENES = {
     "2019_YELL_2_541000_4977000_image_crop.png": ("neon_yell_road_epsg32612.tif", 32612, 541000.0, 4978000.0),
     "2019_YELL_2_528000_4978000_image_crop2.png": ("neon_yell_meadow_epsg32612.tif", 32612, 528000.0, 4979000.0),
     "SOAP_061.png": ("neon_soap_forest_epsg32611.tif", 32611, 298000.0, 4101000.0),
+    "SOAP_031.png": ("neon_soap_snags_epsg32611.tif", 32611, 298000.0, 4101000.0),
 }
 GEOTIFF = "OSBS_029.tif"  # already georeferenced (EPSG:32617, 0.1 m)
 GSD_M = 0.1

@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sanity", help="check a model against what real scenes certainly show and do not show",
                        description="Segment each real raster of the expectations file as a user would (--resample) "
-                       "and check that certainly absent classes cover < 2 %% and certainly present ones >= 0.5 %% of "
+                       "and check that certainly absent classes cover < 2 % and certainly present ones >= 0.5 % of "
                        "the valid pixels. Exit 1 when a scene fails; the table shows every share.")
     _model_check_args(p)
     p.add_argument("--expectations", type=_p, default=Path("tests/data/real/expectations.json"),
