@@ -24,7 +24,7 @@ from training.errors import TrainingError
 BACKGROUND, BUILDING, WOODLAND, WATER, ROAD = range(5)
 GSD_M = 0.25
 CRS = "EPSG:2180"
-STYLES = ("v1", "v2", "v3")  # how classes are painted: see painters()
+STYLES = ("v1", "v2", "v3", "v4")  # how classes are painted: see painters()
 MIXES = {"mixed": ("v1", "v2")}  # named cycles of styles; a comma list such as "v1,v1,v3" is a cycle too
 SOUTH_EAST = (1.0, 0.8)  # v1 and v2 cast every building shadow this way (dy, dx per pixel of shift)
 
@@ -264,14 +264,15 @@ class Painters:
     scatter_trees: Callable[..., None] | None = None  # single crowns over fields (woodland in the mask)
     wide_river: float = 0.0  # chance of a river 25-60 % of the scene wide (a riverfront)
     clutter: Callable[..., None] | None = None  # small objects that keep the class below (vehicles, markings)
-    tracks: Callable[..., None] | None = None  # farm tracks and bare strips over fields (background)
+    ground: Callable[..., None] | None = None  # tracks, scrub, shade, dead wood over the land (mask unchanged)
     shore: Callable[..., None] | None = None  # shore vegetation and shade, once water and woodland are placed
     sun: Callable[[np.random.Generator], tuple[float, float]] | None = None  # building shadow direction per scene
     road_half_px: tuple[float, float] = (7.0, 14.0)  # half width range of roads: 3.5-7 m wide at 0.25 m/px
 
 
 def painters(style: str) -> Painters:
-    """The painters of ``style``: ``v1`` (the first generator), ``v2`` (more of the real world's variety) or ``v3``."""
+    """The painters of ``style``: ``v1`` (the first generator), ``v2`` (more of the real world's variety), ``v3``
+    or ``v4`` (each the one before plus what the real-scene sanity suite showed its models misread)."""
     if style == "v1":
         return Painters(_fields, _woodland_texture, _water_texture, _road_colour, ROOF_COLOURS, _finish)
     if style == "v2":
@@ -282,8 +283,12 @@ def painters(style: str) -> Painters:
     if style == "v3":
         from training import synthetic_v3 as v3
 
-        return replace(painters("v2"), woodland=v3.woodland, clutter=v3.clutter, tracks=v3.tracks, shore=v3.shore,
+        return replace(painters("v2"), woodland=v3.woodland, clutter=v3.clutter, ground=v3.tracks, shore=v3.shore,
                        sun=v3.sun_shadow, road_half_px=v3.ROAD_HALF_PX)
+    if style == "v4":
+        from training import synthetic_v4 as v4
+
+        return replace(painters("v3"), ground=v4.ground)
     raise TrainingError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")
 
 
@@ -337,8 +342,8 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
         paint.scatter_trees(rng, img, mask, ~(water | wood), paint.woodland)
     if paint.shore is not None:
         paint.shore(rng, img, mask)
-    if paint.tracks is not None:
-        paint.tracks(rng, img, mask)
+    if paint.ground is not None:
+        paint.ground(rng, img, mask)
 
     # Roads: add crossing roads until the target share is met.
     road_target = _jittered(rng, shares.road, jitter)

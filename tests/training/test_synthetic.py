@@ -115,7 +115,7 @@ def test_mixed_alternates_the_styles_and_unknown_styles_are_refused():
 
     assert [scene_style("mixed", i) for i in range(4)] == ["v1", "v2", "v1", "v2"]
     assert scene_style("v2", 0) == "v2"
-    with pytest.raises(TrainingError, match="style must be one of v1, v2, v3, mixed, or a comma list"):
+    with pytest.raises(TrainingError, match="style must be one of v1, v2, v3, v4, mixed, or a comma list"):
         SyntheticParams(style="photoreal")
     with pytest.raises(TrainingError, match="unknown synthetic style"):
         generate_scene(scene_rng(0, 0), 64, ClassShares(), style="mixed")  # a scene has one style
@@ -178,7 +178,7 @@ def test_style_cycles_paint_scenes_in_turn_and_refuse_unknown_parts():
     assert [scene_style("v1,v1,v3", i) for i in range(6)] == ["v1", "v1", "v3"] * 2
     assert style_cycle("mixed") == ("v1", "v2") and style_cycle("v3") == ("v3",)
     with pytest.raises(TrainingError, match="comma list"):
-        SyntheticParams(style="v1,v4")
+        SyntheticParams(style="v1,v9")
     assert SyntheticParams(style="v1, v3").style == "v1, v3"
 
 
