@@ -92,8 +92,20 @@ def test_style_v2_is_the_fine_tuning_trials_generator_bit_for_bit():
         "cda2e01ad36e2a3dbbd5ea24c7633379aa7d1e59f550be7486abdf56919b6079"
 
 
+def test_style_v3_is_the_v3c_trials_generator_bit_for_bit():
+    """configs/finetune_v3.yaml rebuilds run v3c from v3 scenes; v4 changed the painters' plumbing, not v3.
+
+    The digest was measured on the commit that trained v3c's generator (7e4ccb7's scenes, unchanged since).
+    """
+    import hashlib
+
+    img, mask = generate_scene(scene_rng(7, 3), 256, ClassShares(), style="v3")
+    assert hashlib.sha256(img.tobytes() + mask.tobytes()).hexdigest() == \
+        "eb57be64cf21bacc6c51a9c9b42c614b98191b08e703fc54adc00d13c87efd9a"
+
+
 # v3 over 8 scenes: its wide roads are drawn less often to keep the expected share, so 4 scenes vary more.
-@pytest.mark.parametrize("style, previous, scenes", [("v2", "v1", 4), ("v3", "v2", 8)])
+@pytest.mark.parametrize("style, previous, scenes", [("v2", "v1", 4), ("v3", "v2", 8), ("v4", "v3", 8)])
 def test_styles_are_deterministic_new_and_keep_the_class_balance(style, previous, scenes):
     from training.synthetic import WOODLAND
 
@@ -326,3 +338,74 @@ def test_v3_road_markings_are_thin_lines_on_the_road_only():
         assert not lines[mask != ROAD].any()
         assert lines[46].mean() > 0.9 and lines[81].mean() > 0.9  # both edge lines, solid
         assert 0.4 < lines[64].mean() <= 1.0 and not lines[55].any()  # a centre line, lanes between
+
+
+def _forest_field_and_lake(size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Woodland in the middle, a lake in a corner, open land around: a flat grey image."""
+    from training.synthetic import BACKGROUND, WATER, WOODLAND
+
+    mask = np.full((size, size), BACKGROUND, np.uint8)
+    mask[size * 3 // 8:size * 5 // 8, size * 3 // 8:size * 5 // 8] = WOODLAND
+    mask[-size // 5:, -size // 5:] = WATER
+    return np.full((size, size, 3), 120.0, np.float32), mask
+
+
+def test_v4_scrub_is_grainy_ground_with_shrubs_and_shadows_on_open_land_only():
+    from training import synthetic_v4 as v4
+    from training.synthetic import BACKGROUND
+
+    img, mask = _forest_field_and_lake(512)
+    before = mask.copy()
+    painted = 0
+    for seed in range(10):
+        out = img.copy()
+        v4.scrub(scene_rng(seed, 0), out, mask)
+        changed = (out != img).any(axis=-1)
+        assert np.array_equal(mask, before) and not changed[mask != BACKGROUND].any()
+        if not changed.any():
+            continue
+        painted += 1
+        assert 0.1 < changed[mask == BACKGROUND].mean() < 0.7  # SCRUB_SHARE of the open land
+        brightness = out[changed].mean(axis=-1)
+        assert (brightness < 70).mean() > 0.005  # the shadows of shrubs and young trees
+        assert (brightness > 110).mean() > 0.2  # the sand or litter between them
+        assert brightness.std() > 20  # grainy and dotted, not a flat fill
+    assert 2 <= painted <= 8  # about SCRUB_SCENES of the scenes
+
+
+def test_v4_forest_edges_shade_the_open_land_beside_them_blue_black():
+    from training import synthetic_v4 as v4
+    from training.synthetic import BACKGROUND, WOODLAND
+    from training.synthetic_v3 import _grow
+
+    img, mask = _forest_field_and_lake(256)
+    near = _grow(mask == WOODLAND, v4.EDGE_SHADOW_PX[1])
+    shaded = 0
+    for seed in range(10):
+        out = img.copy()
+        v4.edge_shadows(scene_rng(seed, 0), out, mask)
+        changed = (out != img).any(axis=-1)
+        assert not changed[mask != BACKGROUND].any() and not changed[~near].any()  # beside the forest only
+        if changed.any():
+            shaded += 1
+            assert (out[changed][:, 2] > out[changed][:, 0]).all()  # skylight: bluer than it is red
+            assert out[changed].mean() < 0.7 * 120
+            ys, xs = np.nonzero(changed)
+            assert np.ptp(ys) < 128 + 2 * v4.EDGE_SHADOW_PX[1] and (np.ptp(ys) > 20 or np.ptp(xs) > 20)
+    assert 3 <= shaded <= 9  # about EDGE_SHADOW_SCENES of the scenes
+
+
+def test_v4_dead_wood_is_thin_grey_and_never_on_water():
+    from training import synthetic_v4 as v4
+    from training.synthetic import WATER
+
+    img, mask = _forest_field_and_lake(1024)
+    before = mask.copy()
+    for seed in range(4):
+        out = img.copy()
+        v4.dead_wood(scene_rng(seed, 0), out, mask)
+        changed = (out != img).any(axis=-1)
+        assert np.array_equal(mask, before) and not changed[mask == WATER].any()
+        assert changed.mean() < 0.05  # trunks and snags are lines, not areas
+        pale = out[changed].mean(axis=-1) > 140
+        assert pale.any() and np.ptp(out[changed][pale], axis=-1).max() < 40  # grey wood, not paint
