@@ -28,7 +28,7 @@ def test_the_shipped_expectations_name_real_rasters_and_real_classes():
     assert len(scenes) >= 3
     for scene in scenes:
         assert (path.parent / scene.raster).is_file() and len(scene.note) > 40
-        assert set(scene.absent) | set(scene.present) <= set(NAMES)
+        assert set(scene.absent) | set(scene.present) | set(scene.covers) <= set(NAMES)
 
 
 def test_absent_classes_must_stay_below_and_present_ones_reach_their_thresholds():
@@ -40,6 +40,27 @@ def test_absent_classes_must_stay_below_and_present_ones_reach_their_thresholds(
     assert "background covers 0.25 % (certainly present" in failed.failures[1]
     text = report([failed], "m")
     assert "FAIL: building covers 12.5 %" in text and "0 of 1 scenes pass." in text
+
+
+def test_an_estimated_share_fails_a_model_that_finds_only_stray_patches_of_the_forest(tmp_path):
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps([{"raster": "x.tif", "note": "a forest", "absent": ["water"], "present": ["woodland"],
+                                 "covers": {"woodland": [30, 100], "background": [0, 60]}}]))
+    scene = load_scenes(path)[0]
+    assert scene.covers == {"woodland": (30.0, 100.0), "background": (0.0, 60.0)}
+    assert judge(scene, shares(woodland=0.7, background=0.3)).passed
+    stray = judge(scene, shares(woodland=0.044, background=0.956))  # "present" (>= 0.5 %), yet the forest is missed
+    assert stray.failures == ["woodland covers 4.4 % (a person sees 30-100 %)",
+                              "background covers 95.6 % (a person sees 0-60 %)"]
+    text = report([stray], "m")
+    assert "| woodland 30-100 %, background 0-60 % | FAIL: woodland covers 4.4 %" in text
+
+
+@pytest.mark.parametrize("covers, message", [({"woodland": (40, 20)}, "low < high"), ({"water": (5, 50)}, "absent"),
+                                             ({"woodland": (0, 120)}, "low < high")])
+def test_an_estimate_must_be_a_range_of_per_cents_and_agree_with_the_absent_classes(covers, message):
+    with pytest.raises(TrainingError, match=message):
+        Scene("x.tif", "note", absent=("water",), covers=covers)
 
 
 @pytest.mark.parametrize("bad", [{"absent": ["water"], "present": ["water"]}, {}])
