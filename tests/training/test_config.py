@@ -11,7 +11,7 @@ from training.errors import TrainingError
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "finetune_mixed.yaml", "finetune_v3.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith("landcoverai")))
 def test_shipped_configs_are_valid(name) -> None:
     config = load_config(CONFIGS / name)
     assert config.data.synthetic is not None and config.train.backbone == "resnet18"
@@ -23,7 +23,8 @@ def test_default_config_exports_the_default_bundle() -> None:
     assert config.export.params.tile_size == 256 and config.export.params.gsd_m == 0.25
 
 
-@pytest.mark.parametrize("name, style", [("finetune_mixed.yaml", "mixed"), ("finetune_v3.yaml", "v1,v3")])
+@pytest.mark.parametrize("name, style", [("finetune_mixed.yaml", "mixed"), ("finetune_v3.yaml", "v1,v3"),
+                                         ("finetune_v3_crop256.yaml", "v1,v3"), ("finetune_v4.yaml", "v1,v4")])
 def test_the_fine_tuning_trials_start_from_the_default_on_new_scenes_and_check_the_result(name, style) -> None:
     default, trial = load_config(CONFIGS / "default.yaml"), load_config(CONFIGS / name)
     assert default.data.synthetic.style == "v1" and trial.data.synthetic.style == style
@@ -32,6 +33,14 @@ def test_the_fine_tuning_trials_start_from_the_default_on_new_scenes_and_check_t
     assert (default.train.architecture, default.train.backbone) == (trial.train.architecture, trial.train.backbone)
     assert trial.bundle_json != default.bundle_json  # a trial never overwrites the shipped bundle
     assert trial.evaluate.held_out_scenes > 0 and (CONFIGS.parents[1] / trial.evaluate.sanity).is_file()
+
+
+def test_the_crop_trial_changes_only_the_crop_and_the_batch_of_v3cs_run() -> None:
+    v3c, crop = load_config(CONFIGS / "finetune_v3.yaml"), load_config(CONFIGS / "finetune_v3_crop256.yaml")
+    assert crop.train.augment.crop ** 2 * crop.train.batch_size == v3c.train.augment.crop ** 2 * v3c.train.batch_size
+    assert crop.train.augment.crop == 2 * v3c.train.augment.crop and crop.data == v3c.data
+    assert (crop.train.epochs, crop.train.steps_per_epoch, crop.train.learning_rate) == \
+        (v3c.train.epochs, v3c.train.steps_per_epoch, v3c.train.learning_rate)
 
 
 def test_overrides_are_parsed_as_yaml() -> None:
