@@ -61,6 +61,7 @@ SHORE_PX = (0, 14)  # width of the reed and grass fringe along water (0 on some 
 SHORE_COLOURS = np.array([(92, 112, 60), (120, 128, 72), (150, 146, 96), (70, 92, 50), (168, 156, 110)],
                          np.float32)  # green reeds, olive sedge, dry reeds, dark rushes, straw
 SHORE_SHADE_PX = (0, 10)  # reach of tree shade over water beside woodland
+SKYLIGHT = np.array([0.3, 0.36, 0.55])  # what a cast shadow keeps of each band: blue-black, lit by the sky only
 
 
 def sun_shadow(rng: np.random.Generator) -> tuple[float, float]:
@@ -146,7 +147,7 @@ def woodland(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     for step in np.linspace(0, reach, max(2, int(reach))):  # the crown swept away from the sun
         dy, dx = int(round(np.sin(azimuth) * step)), int(round(np.cos(azimuth) * step))
         shadow |= np.roll(np.roll(crown > 0.05, dy, axis=0), dx, axis=1)
-    shade = np.array([0.3, 0.36, 0.55]) * rng.uniform(0.6, 1.1)  # blue-black: skylight only
+    shade = SKYLIGHT * rng.uniform(0.6, 1.1)
     img[shadow] *= shade
     colour = CONIFER_COLOURS[int(rng.integers(len(CONIFER_COLOURS)))] + rng.normal(0, 8, 3)
     lit = crown > 0.05

@@ -38,7 +38,7 @@ TRUNK_HALF_PX = (0.8, 2.2)  # 0.4-1.1 m thick
 TRUNK_LENGTH_PX = (20.0, 100.0)  # 5-25 m long
 SNAGS = (0, 40)  # standing dead trees per 1024 px scene
 SNAG_RADIUS_PX = (5.0, 14.0)  # dead crown radius, 1.2-3.5 m
-SKYLIGHT = np.array([0.3, 0.36, 0.55], np.float32)  # what a shadow keeps of each band: blue-black, as in v3
+SKYLIGHT = v3.SKYLIGHT.astype(np.float32)  # shadows as v3's (float32: the runs on v4 were painted so)
 
 
 def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -98,6 +98,16 @@ def edge_shadows(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) ->
     img[shade] *= SKYLIGHT * rng.uniform(0.6, 1.1)
 
 
+def _shadow_grey(rng: np.random.Generator) -> np.ndarray:
+    """The colour of a thin shadow on the ground: dark and bluish (:data:`SKYLIGHT`)."""
+    return np.full(3, rng.uniform(25, 60), np.float32) * SKYLIGHT / SKYLIGHT.max()
+
+
+def _wood_grey(rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+    """Weathered wood: a grey between ``low`` and ``high`` with a slight tint."""
+    return np.full(3, rng.uniform(low, high), np.float32) + rng.normal(0, 6, 3).astype(np.float32)
+
+
 def dead_wood(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> None:
     """Fallen trunks and snags, with their shadows, over fields and woodland (never water; mask unchanged)."""
     h, w = mask.shape
@@ -112,20 +122,17 @@ def dead_wood(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> No
         turn = rng.uniform(0, 2 * np.pi)
         points = np.vstack([start, start + np.array([np.sin(turn), np.cos(turn)]) * rng.uniform(*TRUNK_LENGTH_PX)])
         half = rng.uniform(*TRUNK_HALF_PX)
-        dark = np.full(3, rng.uniform(25, 60), np.float32) * SKYLIGHT / SKYLIGHT.max()
-        v2._stroke(img, mask, cls, dark, points + away * (half + 1.0), half)
-        grey = np.full(3, rng.uniform(150, 225), np.float32) + rng.normal(0, 6, 3).astype(np.float32)
-        v2._stroke(img, mask, cls, grey, points, half)
+        v2._stroke(img, mask, cls, _shadow_grey(rng), points + away * (half + 1.0), half)
+        v2._stroke(img, mask, cls, _wood_grey(rng, 150, 225), points, half)
     for _ in range(int(rng.integers(*SNAGS) * scale + rng.random())):
         centre = rng.uniform(0, (h, w))
         cls = int(mask[int(centre[0]), int(centre[1])])
         if cls == WATER:
             continue
         radius = rng.uniform(*SNAG_RADIUS_PX)
-        dark = np.full(3, rng.uniform(25, 60), np.float32) * SKYLIGHT / SKYLIGHT.max()
-        v2._stroke(img, mask, cls, dark, np.vstack([centre, centre + away * radius * rng.uniform(2, 4)]),
+        v2._stroke(img, mask, cls, _shadow_grey(rng), np.vstack([centre, centre + away * radius * rng.uniform(2, 4)]),
                    rng.uniform(0.8, 1.5))
-        grey = np.full(3, rng.uniform(140, 215), np.float32) + rng.normal(0, 6, 3).astype(np.float32)
+        grey = _wood_grey(rng, 140, 215)
         for angle in rng.uniform(0, 2 * np.pi, int(rng.integers(6, 13))):
             tip = centre + np.array([np.sin(angle), np.cos(angle)]) * radius * rng.uniform(0.5, 1.0)
             v2._stroke(img, mask, cls, grey, np.vstack([centre, tip]), rng.uniform(0.5, 0.9))

@@ -104,6 +104,15 @@ def test_style_v3_is_the_v3c_trials_generator_bit_for_bit():
         "eb57be64cf21bacc6c51a9c9b42c614b98191b08e703fc54adc00d13c87efd9a"
 
 
+def test_style_v4_is_the_v4_trials_generator_bit_for_bit():
+    """configs/finetune_v4.yaml rebuilds the v4 trial; the digest was measured on the commit that trained it."""
+    import hashlib
+
+    img, mask = generate_scene(scene_rng(7, 3), 256, ClassShares(), style="v4")
+    assert hashlib.sha256(img.tobytes() + mask.tobytes()).hexdigest() == \
+        "fa49a00049fa87ea398ba19ac045f530cfc6b2966faecf8efb0d2f6b0c87304e"
+
+
 # v3 over 8 scenes: its wide roads are drawn less often to keep the expected share, so 4 scenes vary more.
 @pytest.mark.parametrize("style, previous, scenes", [("v2", "v1", 4), ("v3", "v2", 8), ("v4", "v3", 8)])
 def test_styles_are_deterministic_new_and_keep_the_class_balance(style, previous, scenes):
