@@ -42,9 +42,12 @@ class HeldOutParams:
                                 f"style), got {', '.join(self.styles) or 'none'}")
 
 
-def _training_seed(bundle: Any) -> int | None:
+def refuse_training_seed(bundle: Any, seed: int) -> None:
+    """Raise when ``seed`` painted the scenes ``bundle`` was trained on: they would not be held out."""
     synthetic = (((bundle.provenance or {}).get("config") or {}).get("data") or {}).get("synthetic") or {}
-    return synthetic.get("seed")
+    if synthetic.get("seed") == seed:
+        raise TrainingError(f"model {bundle.name!r} was trained on scenes of seed {seed}: they are not held out; "
+                            "use another seed")
 
 
 def held_out_benchmark(bundle_json: Path, params: HeldOutParams = HeldOutParams(), precision: str = "auto",
@@ -61,9 +64,7 @@ def held_out_benchmark(bundle_json: Path, params: HeldOutParams = HeldOutParams(
     from training.synthetic import SyntheticParams, generate_dataset
 
     bundle = load_bundle(bundle_json)
-    if _training_seed(bundle) == params.seed:
-        raise TrainingError(f"{bundle_json} was trained on scenes of seed {params.seed}: they are not held out; "
-                            "pass another --seed")
+    refuse_training_seed(bundle, params.seed)
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="landcover-heldout-") as tmp:
         for style in params.styles:

@@ -45,7 +45,7 @@ from backend.quantize import (  # noqa: F401 - re-exported: the quantizer itself
     with_onnx_file,
 )
 from training.errors import TrainingError
-from training.heldout import HELD_OUT_SEED
+from training.heldout import HELD_OUT_SEED, refuse_training_seed
 
 MAX_DEFAULT_CALIBRATION_TILES = 512  # bounds time and memory (1 MB per tile) on large real datasets
 
@@ -359,8 +359,7 @@ def held_out_scenes(bundle: Any, params: QuantizeParams, out_dir: Path) -> list[
     from training.synthetic import SyntheticParams, generate_dataset
 
     train = training_config(bundle).data.synthetic
-    if params.held_out_seed == train.seed:
-        raise TrainingError(f"held-out seed {params.held_out_seed} is the training scenes' seed; use another")
+    refuse_training_seed(bundle, params.held_out_seed)
     synth = SyntheticParams(orthophotos=params.held_out_scenes, size=params.held_out_size, seed=params.held_out_seed,
                             shares=train.shares, jitter=train.jitter, prefix="heldout", style=train.style)
     names = generate_dataset(out_dir, synth)
@@ -400,8 +399,8 @@ def quantize_bundle(bundle_json: Path, params: QuantizeParams, out: Path | None 
             f"{fp32_path.name} named by {bundle_json} is already quantized; re-export the float model with "
             f"'python -m backend export-onnx {bundle_json} --deepness' and quantize that"
         )
-    if params.held_out_seed == training_config(bundle).data.synthetic.seed:
-        raise TrainingError(f"held-out seed {params.held_out_seed} is the training scenes' seed; use another")
+    training_config(bundle)  # fails early when the training scenes cannot be rebuilt
+    refuse_training_seed(bundle, params.held_out_seed)
     out = Path(out) if out is not None else default_output(bundle_json)
     if out.suffix != ".onnx":
         raise TrainingError(f"--out {out} must end with .onnx")

@@ -335,6 +335,8 @@ def test_output_outside_the_bundle_folder_and_missing_inputs_are_refused(tmp_pat
         quantize_bundle(json_path, TINY, evaluate=[EvalImage(tmp_path / "nope.tif")], say=lambda _m: None)
     with pytest.raises(TrainingError, match="train-split|training patches"):
         quantize_bundle(json_path, QuantizeParams(calibration_tiles=4000, held_out_scenes=1), say=lambda _m: None)
+    with pytest.raises(TrainingError, match="trained on scenes of seed 5: they are not held out"):
+        quantize_bundle(json_path, QuantizeParams(held_out_seed=5), say=lambda _m: None)
 
 
 # ---- command line ----------------------------------------------------------------------------------------------
