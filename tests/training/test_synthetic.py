@@ -212,18 +212,27 @@ def _field_with_a_lake(size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     return np.full((size, size, 3), 120.0, np.float32), mask
 
 
+def _painted(painter, img: np.ndarray, mask: np.ndarray, seeds: range):
+    """``painter(rng, out, mask)`` on a fresh copy of ``img`` per seed: yields ``(out, changed pixels)``.
+
+    Every such painter only decorates the classes below it, so the mask must come back unchanged.
+    """
+    before = mask.copy()
+    for seed in seeds:
+        out = img.copy()
+        painter(scene_rng(seed, 0), out, mask)
+        assert np.array_equal(mask, before)
+        yield out, (out != img).any(axis=-1)
+
+
 def test_v3_tracks_are_pale_streaked_bands_over_fields_only():
     from training.synthetic import BACKGROUND
     from training.synthetic_v3 import tracks
 
     img, mask = _field_with_a_lake(1024)
-    before = mask.copy()
     painted = 0
-    for seed in range(8):
-        out = img.copy()
-        tracks(scene_rng(seed, 0), out, mask)
-        diff = (out != img).any(axis=-1)
-        assert np.array_equal(mask, before) and not diff[mask != BACKGROUND].any()
+    for out, diff in _painted(tracks, img, mask, range(8)):
+        assert not diff[mask != BACKGROUND].any()
         if diff.any():
             painted += 1
             band = out[diff].mean(axis=-1)
@@ -237,13 +246,9 @@ def test_v3_shore_fringes_the_land_and_shades_the_water_beside_trees():
     from training.synthetic_v3 import SHORE_PX, SHORE_SHADE_PX, shore
 
     img, mask = _field_with_a_lake()
-    before = mask.copy()
     fringed = shaded = 0
-    for seed in range(8):
-        out = img.copy()
-        shore(scene_rng(seed, 0), out, mask)
-        diff = (out != img).any(axis=-1)
-        assert np.array_equal(mask, before) and not diff[mask == WOODLAND].any()
+    for out, diff in _painted(shore, img, mask, range(8)):
+        assert not diff[mask == WOODLAND].any()
         land = diff & (mask == BACKGROUND)
         ys, xs = np.nonzero(land)
         if len(ys):
@@ -364,13 +369,9 @@ def test_v4_scrub_is_grainy_ground_with_shrubs_and_shadows_on_open_land_only():
     from training.synthetic import BACKGROUND
 
     img, mask = _forest_field_and_lake(512)
-    before = mask.copy()
     painted = 0
-    for seed in range(10):
-        out = img.copy()
-        v4.scrub(scene_rng(seed, 0), out, mask)
-        changed = (out != img).any(axis=-1)
-        assert np.array_equal(mask, before) and not changed[mask != BACKGROUND].any()
+    for out, changed in _painted(v4.scrub, img, mask, range(10)):
+        assert not changed[mask != BACKGROUND].any()
         if not changed.any():
             continue
         painted += 1
@@ -390,10 +391,7 @@ def test_v4_forest_edges_shade_the_open_land_beside_them_blue_black():
     img, mask = _forest_field_and_lake(256)
     near = _grow(mask == WOODLAND, v4.EDGE_SHADOW_PX[1])
     shaded = 0
-    for seed in range(10):
-        out = img.copy()
-        v4.edge_shadows(scene_rng(seed, 0), out, mask)
-        changed = (out != img).any(axis=-1)
+    for out, changed in _painted(v4.edge_shadows, img, mask, range(10)):
         assert not changed[mask != BACKGROUND].any() and not changed[~near].any()  # beside the forest only
         if changed.any():
             shaded += 1
@@ -409,12 +407,8 @@ def test_v4_dead_wood_is_thin_grey_and_never_on_water():
     from training.synthetic import WATER
 
     img, mask = _forest_field_and_lake(1024)
-    before = mask.copy()
-    for seed in range(4):
-        out = img.copy()
-        v4.dead_wood(scene_rng(seed, 0), out, mask)
-        changed = (out != img).any(axis=-1)
-        assert np.array_equal(mask, before) and not changed[mask == WATER].any()
+    for out, changed in _painted(v4.dead_wood, img, mask, range(4)):
+        assert not changed[mask == WATER].any()
         assert changed.mean() < 0.05  # trunks and snags are lines, not areas
         pale = out[changed].mean(axis=-1) > 140
         assert pale.any() and np.ptp(out[changed][pale], axis=-1).max() < 40  # grey wood, not paint
