@@ -24,7 +24,7 @@ from training.errors import TrainingError
 BACKGROUND, BUILDING, WOODLAND, WATER, ROAD = range(5)
 GSD_M = 0.25
 CRS = "EPSG:2180"
-STYLES = ("v1", "v2", "v3", "v4")  # how classes are painted: see painters()
+STYLES = ("v1", "v2", "v3", "v4", "v5")  # how classes are painted: see painters()
 MIXES = {"mixed": ("v1", "v2")}  # named cycles of styles; a comma list such as "v1,v1,v3" is a cycle too
 SOUTH_EAST = (1.0, 0.8)  # v1 and v2 cast every building shadow this way (dy, dx per pixel of shift)
 
@@ -268,11 +268,13 @@ class Painters:
     shore: Callable[..., None] | None = None  # shore vegetation and shade, once water and woodland are placed
     sun: Callable[[np.random.Generator], tuple[float, float]] | None = None  # building shadow direction per scene
     road_half_px: tuple[float, float] = (7.0, 14.0)  # half width range of roads: 3.5-7 m wide at 0.25 m/px
+    estate: Callable[..., None] | None = None  # blocks of flats, streets and lawns on open land (changes the mask)
 
 
 def painters(style: str) -> Painters:
     """The painters of ``style``: ``v1`` (the first generator), ``v2`` (more of the real world's variety), ``v3``
-    or ``v4`` (each the one before plus what the real-scene sanity suite showed its models misread)."""
+    or ``v4`` (each the one before plus what the real-scene sanity suite showed its models misread), ``v5`` (v3 with
+    shaded conifer forest, a bluish haze and v4's ground without its thickets)."""
     if style == "v1":
         return Painters(_fields, _woodland_texture, _water_texture, _road_colour, ROOF_COLOURS, _finish)
     if style == "v2":
@@ -289,6 +291,10 @@ def painters(style: str) -> Painters:
         from training import synthetic_v4 as v4
 
         return replace(painters("v3"), ground=v4.ground)
+    if style == "v5":
+        from training import synthetic_v5 as v5
+
+        return replace(painters("v3"), woodland=v5.woodland, ground=v5.ground, finish=v5.finish, estate=v5.estate)
     raise TrainingError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")
 
 
@@ -397,6 +403,8 @@ def generate_scene(rng: np.random.Generator, size: int, shares: ClassShares, jit
             angle = rng.uniform(0, np.pi)
         _paint_building(rng, img, mask, built, water | road, cy, cx, length, width, angle, paint.roof_colours,
                         shadow)
+    if paint.estate is not None:
+        paint.estate(rng, img, mask, shadow)
     if paint.clutter is not None:
         paint.clutter(rng, img, mask, road_lines)
 

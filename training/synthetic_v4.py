@@ -63,8 +63,13 @@ def _swept(region: np.ndarray, azimuth: float, reach: float, ragged: np.ndarray 
     return out
 
 
-def scrub(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> None:
-    """Patches of sand or litter dotted with shrubs and young trees and their shadows (background)."""
+def scrub(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray,
+          spacing_px: tuple[float, float] = SHRUB_SPACING_PX, radius: tuple[float, float] = (0.2, 0.5),
+          colours: np.ndarray = SHRUB_COLOURS) -> None:
+    """Patches of sand or litter dotted with shrubs and young trees and their shadows (background).
+
+    ``radius`` is the shrubs' radius as a share of their ``spacing_px``; style v5 paints sparser, smaller ones.
+    """
     if rng.random() >= SCRUB_SCENES:
         return
     h, w = mask.shape
@@ -76,13 +81,13 @@ def scrub(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> None:
     ground = GROUND_COLOURS[int(rng.integers(len(GROUND_COLOURS)))] + rng.normal(0, 8, 3)
     grain = (value_noise(rng, h, w, 1.5) - 0.5) * rng.uniform(20, 50) + (value_noise(rng, h, w, 5.0) - 0.5) * 24
     out = ground[None, None, :] + grain[..., None]
-    spacing = rng.uniform(*SHRUB_SPACING_PX)
-    crown = np.clip(1 - v2.cellular(rng, h, w, spacing) / rng.uniform(0.2, 0.5), 0, 1)
+    spacing = rng.uniform(*spacing_px)
+    crown = np.clip(1 - v2.cellular(rng, h, w, spacing) / rng.uniform(*radius), 0, 1)
     crown *= value_noise(rng, h, w, 40.0) > rng.uniform(0.0, 0.6)  # bare openings between thickets
     shrubs = crown > 0.05
     shadow = _swept(shrubs, rng.uniform(0, 2 * np.pi), rng.uniform(0.3, 1.0) * spacing) & ~shrubs
     out[shadow] *= SKYLIGHT * rng.uniform(0.7, 1.2)
-    colour = SHRUB_COLOURS[int(rng.integers(len(SHRUB_COLOURS)))] + rng.normal(0, 8, 3)
+    colour = colours[int(rng.integers(len(colours)))] + rng.normal(0, 8, 3)
     out[shrubs] = colour + (crown[shrubs] * rng.uniform(20, 50) + grain[shrubs] * 0.6)[:, None]
     img[region] = out[region]
 

@@ -113,9 +113,23 @@ def test_style_v4_is_the_v4_trials_generator_bit_for_bit():
         "fa49a00049fa87ea398ba19ac045f530cfc6b2966faecf8efb0d2f6b0c87304e"
 
 
+def test_style_v5_is_the_v5_trials_generator_bit_for_bit():
+    """configs/finetune_v5_crop256.yaml rebuilds the v5 trial; the digest was measured before it trained.
+
+    Scene 4 of seed 7 has a shaded conifer forest (scene 3, the other styles' pin, has v3's woodland).
+    """
+    import hashlib
+
+    img, mask = generate_scene(scene_rng(7, 4), 256, ClassShares(), style="v5")
+    assert hashlib.sha256(img.tobytes() + mask.tobytes()).hexdigest() == \
+        "28a2ffa6a7d32018740e4f3e3c3f1b3a30687b6bfff3098e8aa009ac0af9b586"
+
+
 # v3 over 8 scenes: its wide roads are drawn less often to keep the expected share, so 4 scenes vary more.
-@pytest.mark.parametrize("style, previous, scenes", [("v2", "v1", 4), ("v3", "v2", 8), ("v4", "v3", 8)])
-def test_styles_are_deterministic_new_and_keep_the_class_balance(style, previous, scenes):
+# v5's housing estates add blocks of flats to some scenes: more building, as the Zürich scene has.
+@pytest.mark.parametrize("style, previous, scenes, most_building", [("v2", "v1", 4, 0.02), ("v3", "v2", 8, 0.02),
+                                                                   ("v4", "v3", 8, 0.02), ("v5", "v3", 8, 0.05)])
+def test_styles_are_deterministic_new_and_keep_the_class_balance(style, previous, scenes, most_building):
     from training.synthetic import WOODLAND
 
     a_img, a_mask = generate_scene(scene_rng(3, 1), 512, ClassShares(), style=style)
@@ -127,7 +141,7 @@ def test_styles_are_deterministic_new_and_keep_the_class_balance(style, previous
                                   .ravel(), minlength=5) / 1024 ** 2 for i in range(scenes)], axis=0)
     assert 0.25 < shares[WOODLAND] < 0.45  # woodland target 0.33 (+ scattered single trees)
     # water target 0.06, more with the riverfronts (a quarter of the scenes, 25-60 % water)
-    assert 0.03 < shares[3] < 0.25 and 0.005 < shares[1] < 0.02 and 0.008 < shares[4] < 0.04
+    assert 0.03 < shares[3] < 0.25 and 0.005 < shares[1] < most_building and 0.008 < shares[4] < 0.04
 
 
 def test_mixed_alternates_the_styles_and_unknown_styles_are_refused():
@@ -136,7 +150,7 @@ def test_mixed_alternates_the_styles_and_unknown_styles_are_refused():
 
     assert [scene_style("mixed", i) for i in range(4)] == ["v1", "v2", "v1", "v2"]
     assert scene_style("v2", 0) == "v2"
-    with pytest.raises(TrainingError, match="style must be one of v1, v2, v3, v4, mixed, or a comma list"):
+    with pytest.raises(TrainingError, match="style must be one of v1, v2, v3, v4, v5, mixed, or a comma list"):
         SyntheticParams(style="photoreal")
     with pytest.raises(TrainingError, match="unknown synthetic style"):
         generate_scene(scene_rng(0, 0), 64, ClassShares(), style="mixed")  # a scene has one style
@@ -412,3 +426,85 @@ def test_v4_dead_wood_is_thin_grey_and_never_on_water():
         assert changed.mean() < 0.05  # trunks and snags are lines, not areas
         pale = out[changed].mean(axis=-1) > 140
         assert pale.any() and np.ptp(out[changed][pale], axis=-1).max() < 40  # grey wood, not paint
+
+
+def test_v5_shaded_conifers_are_lit_crowns_with_a_quarter_to_a_half_blue_black_shade():
+    from training import synthetic_v5 as v5
+
+    for seed in range(6):
+        img = v5.shaded_conifers(scene_rng(seed, 0), 256, 256)
+        brightness = img.mean(axis=-1)
+        assert 0.2 < (brightness < 50).mean() < 0.65  # deep shade: a quarter of a real forest, more at low sun
+        darkest = img[brightness < np.quantile(brightness, 0.25)]  # as measured on the real forests
+        assert darkest[:, 2].mean() > darkest[:, 0].mean()  # skylight: blue-black, not brown
+        assert (brightness > 90).mean() > 0.1  # and the crowns' lit sides
+
+
+def test_v5_woodland_is_sometimes_a_shaded_forest_else_v3s():
+    from training import synthetic_v3 as v3
+    from training import synthetic_v5 as v5
+
+    shaded = 0
+    for seed in range(12):
+        if scene_rng(seed, 0).random() < v5.SHADED_FORESTS:
+            shaded += 1
+            continue
+        rng = scene_rng(seed, 0)
+        rng.random()  # the draw that chose v3's woodland
+        assert np.array_equal(v5.woodland(scene_rng(seed, 0), 64, 64), v3.woodland(rng, 64, 64))
+    assert 2 <= shaded <= 8  # about SHADED_FORESTS of the scenes
+
+
+def test_v5_haze_adds_most_to_the_blue_band_on_some_scenes_only():
+    from training import synthetic_v5 as v5
+
+    black = np.zeros((128, 128, 3), np.float32)
+    hazed = 0
+    for seed in range(12):
+        out = v5.finish(scene_rng(seed, 0), black.copy()).astype(float)
+        bluer = out[..., 2].mean() - out[..., 0].mean()  # v2's own haze is grey: it adds as much to each band
+        if scene_rng(seed, 0).random() < v5.HAZE_SCENES:
+            hazed += 1
+            assert bluer > 0.4 * v5.HAZE_LEVEL[0] * 0.85  # at least the tint's spread, after white balance
+        else:
+            assert abs(bluer) < 1.0
+    assert 4 <= hazed <= 10  # about HAZE_SCENES of the scenes
+
+
+def test_v5_scrub_is_open_ground_with_far_fewer_shrubs_than_v4s_thickets():
+    from training import synthetic_v4 as v4
+    from training import synthetic_v5 as v5
+    from training.synthetic import BACKGROUND
+
+    img, mask = _forest_field_and_lake(512)
+    v4_dark, v5_dark = [], []
+    for (thicket, changed), (sparse, same) in zip(_painted(v4.scrub, img, mask, range(10)),
+                                                 _painted(v5.sparse_scrub, img, mask, range(10)), strict=True):
+        assert np.array_equal(changed, same) and not changed[mask != BACKGROUND].any()  # the same patches
+        if changed.any():
+            v4_dark.append((thicket[changed].mean(axis=-1) < 100).mean())  # shrubs and their shadows
+            v5_dark.append((sparse[changed].mean(axis=-1) < 100).mean())
+    assert v4_dark and max(v5_dark) < 0.1 < min(v4_dark)
+
+
+def test_v5_estates_put_blocks_of_flats_with_long_shadows_on_open_land_never_on_water():
+    from training import synthetic_v5 as v5
+    from training.synthetic import BACKGROUND, BUILDING, ROAD, WATER, WOODLAND
+
+    img, mask = _forest_field_and_lake(512)
+    estates = 0
+    for seed in range(10):
+        out, after = img.copy(), mask.copy()
+        v5.estate(scene_rng(seed, 0), out, after, (0.8, 1.0))
+        changed = after != mask
+        if not changed.any():
+            continue
+        estates += 1
+        assert set(np.unique(mask[changed])) <= {BACKGROUND, WOODLAND}  # blocks over fields or trees
+        assert set(np.unique(after[changed])) <= {BUILDING, ROAD} and not (after[mask == WOODLAND] == ROAD).any()
+        assert np.array_equal(out[mask == WATER], img[mask == WATER])  # no block, street or shadow on the lake
+        assert (after == BUILDING).mean() > 0.02  # blocks of flats, not a house or two
+        brightness = out.mean(axis=-1)
+        shade = (after == BACKGROUND) & (brightness < 60) & (out[..., 2] > out[..., 0])
+        assert shade.sum() > 0.3 * (after == BUILDING).sum()  # long blue-black shadows, as the real estate's
+    assert 1 <= estates <= 6  # about ESTATE_SCENES of the scenes
