@@ -1,6 +1,6 @@
 """The shipped default model on the real-scene sanity suite (training/sanity.py), as a user would run it.
 
-The issue's bar is a default model that passes every scene; the shipped one does not yet (1 of 3). Until it does,
+The issue's bar is a default model that passes every scene; the shipped one does not yet (1 of 9). Until it does,
 ``make test`` keeps its report honest: ``training/reports/default_model_sanity.md`` (quoted in the README) must
 state what the shipped model does on each scene, for both exports the bundle carries: which scenes pass, which
 classes fail, and every class share within half a point. A retrained model or a changed suite fails this test
