@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--orthophotos", type=int, default=8, help="number of scenes (default 8)")
     p.add_argument("--size", type=int, default=2048, help="scene side in pixels (default 2048)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--style", default="v1", help="how classes are painted: v1 (default), v2, v3, v4, v5, mixed (v1 "
-                   "and v2 alternate) or a comma list taken in turn, e.g. v1,v5 (training/synthetic_v5.py lists v5's "
-                   "knobs)")
+    p.add_argument("--style", default="v1", help="how classes are painted: v1 (default), v2, v3, v4, v5, v6, mixed "
+                   "(v1 and v2 alternate) or a comma list taken in turn, e.g. v1,v6 (training/synthetic_v6.py lists "
+                   "v6's knobs)")
 
     p = sub.add_parser("fake-landcoverai", help="write a small fake LandCover.ai v1 download (exact official layout)",
                        description="Write OUTDIR/images/*.tif, OUTDIR/masks/*.tif (map-sheet names, EPSG:2180, "

@@ -24,7 +24,7 @@ from training.errors import TrainingError
 BACKGROUND, BUILDING, WOODLAND, WATER, ROAD = range(5)
 GSD_M = 0.25
 CRS = "EPSG:2180"
-STYLES = ("v1", "v2", "v3", "v4", "v5")  # how classes are painted: see painters()
+STYLES = ("v1", "v2", "v3", "v4", "v5", "v6")  # how classes are painted: see painters()
 MIXES = {"mixed": ("v1", "v2")}  # named cycles of styles; a comma list such as "v1,v1,v3" is a cycle too
 SOUTH_EAST = (1.0, 0.8)  # v1 and v2 cast every building shadow this way (dy, dx per pixel of shift)
 
@@ -274,7 +274,8 @@ class Painters:
 def painters(style: str) -> Painters:
     """The painters of ``style``: ``v1`` (the first generator), ``v2`` (more of the real world's variety), ``v3``
     or ``v4`` (each the one before plus what the real-scene sanity suite showed its models misread), ``v5`` (v3 with
-    shaded conifer forest, a bluish haze and v4's ground without its thickets)."""
+    shaded conifer forest, a bluish haze, housing estates and v4's ground without its thickets), ``v6`` (v5 with lone
+    trees casting long shadows, more estates and more haze)."""
     if style == "v1":
         return Painters(_fields, _woodland_texture, _water_texture, _road_colour, ROOF_COLOURS, _finish)
     if style == "v2":
@@ -295,6 +296,10 @@ def painters(style: str) -> Painters:
         from training import synthetic_v5 as v5
 
         return replace(painters("v3"), woodland=v5.woodland, ground=v5.ground, finish=v5.finish, estate=v5.estate)
+    if style == "v6":
+        from training import synthetic_v6 as v6
+
+        return replace(painters("v5"), scatter_trees=v6.lone_trees, estate=v6.estate, finish=v6.finish)
     raise TrainingError(f"unknown synthetic style {style!r}; use one of {', '.join(STYLES)}")
 
 

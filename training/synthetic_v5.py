@@ -116,14 +116,18 @@ def _cell_random(rng: np.random.Generator, shape: tuple[int, int], iu: np.ndarra
     return rng.uniform(low, high, shape)[iu, iv]
 
 
-def estate(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, sun: tuple[float, float]) -> None:
+def estate(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, sun: tuple[float, float],
+           scenes: float = ESTATE_SCENES, length_px: tuple[float, float] = BLOCK_LENGTH_PX,
+           width_px: tuple[float, float] = BLOCK_WIDTH_PX,
+           gap_px: tuple[tuple[float, float], tuple[float, float]] = BLOCK_GAP_PX, grain: float = 0.0) -> None:
     """A housing estate on part of the open land: blocks of flats on lawns, with long shadows, paths and streets.
 
     Blocks stand in a rotated grid of plots; a block is built where its whole footprint is open land or trees, at
     least half of it in the estate. Roofs become building, streets road; lawns, paths and shadows stay
-    background. ``sun`` is the scene's shadow direction (:func:`training.synthetic_v3.sun_shadow`).
+    background. ``sun`` is the scene's shadow direction (:func:`training.synthetic_v3.sun_shadow`). The keywords
+    let a later style paint other estates (detached houses) or texture the roofs (``grain``: their noise amplitude).
     """
-    if rng.random() >= ESTATE_SCENES:
+    if rng.random() >= scenes:
         return
     h, w = mask.shape
     blob = value_noise(rng, h, w, rng.uniform(200, 400))
@@ -142,9 +146,9 @@ def estate(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, sun: tup
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     u = xs * np.cos(angle) + ys * np.sin(angle) + rng.uniform(0, 500) + h + w  # (positive: plot indices >= 0)
     v = -xs * np.sin(angle) + ys * np.cos(angle) + rng.uniform(0, 500) + h + w
-    length, width = rng.uniform(*BLOCK_LENGTH_PX), rng.uniform(*BLOCK_WIDTH_PX)
-    pitch_u = length + rng.uniform(*BLOCK_GAP_PX[0])
-    pitch_v = width + rng.uniform(*BLOCK_GAP_PX[1])
+    length, width = rng.uniform(*length_px), rng.uniform(*width_px)
+    pitch_u = length + rng.uniform(*gap_px[0])
+    pitch_v = width + rng.uniform(*gap_px[1])
     iu, iv = (u // pitch_u).astype(int), (v // pitch_v).astype(int)
     du, dv = u - (iu + 0.5) * pitch_u, v - (iv + 0.5) * pitch_v  # from the plot's centre
     plots = (int(iu.max()) + 1, int(iv.max()) + 1)
@@ -186,6 +190,9 @@ def estate(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, sun: tup
         pitched_px = pitched_colour * np.where(dv > 0, 1.0, 0.78)[..., None] + (ridge * 25.0)[..., None]
         colours = np.where(flat[..., None], flat_px, pitched_px)
         img[roof] = colours[roof] + rng.normal(0, 4, (int(roof.sum()), 3))
+        if grain:  # gravel, tiles, moss and weathering
+            img[roof] += ((value_noise(rng, h, w, 1.5) - 0.5) * grain + (value_noise(rng, h, w, 12.0) - 0.5)
+                          * grain)[roof][:, None]
         mask[roof] = BUILDING
         reach = rng.uniform(*BLOCK_SHADOW_PX)
         shadow = v4._swept(roof, float(np.arctan2(sun[0], sun[1])), reach) & ~roof & (mask != WATER)
@@ -200,8 +207,8 @@ def ground(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> None:
     v4.dead_wood(rng, img, mask)
 
 
-def finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
-    """A bluish haze on some scenes (:data:`HAZE_SCENES`), then v2's camera and sensor."""
-    if rng.random() < HAZE_SCENES:
+def finish(rng: np.random.Generator, img: np.ndarray, haze_scenes: float = HAZE_SCENES) -> np.ndarray:
+    """A bluish haze on some scenes (``haze_scenes``), then v2's camera and sensor."""
+    if rng.random() < haze_scenes:
         img = img + rng.uniform(*HAZE_LEVEL) * HAZE_TINT
     return v2.finish(rng, img)

@@ -26,6 +26,7 @@ def test_default_config_exports_the_default_bundle() -> None:
 @pytest.mark.parametrize("name, style", [("finetune_mixed.yaml", "mixed"), ("finetune_v3.yaml", "v1,v3"),
                                          ("finetune_v3_crop256.yaml", "v1,v3"), ("finetune_v4.yaml", "v1,v4"),
                                          ("finetune_v4_crop256.yaml", "v1,v4"), ("finetune_v5_crop256.yaml", "v1,v5"),
+                                         ("finetune_v6_crop256.yaml", "v1,v6"),
                                          ("finetune_v3_crop256_long.yaml", "v1,v3")])
 def test_the_fine_tuning_trials_start_from_the_default_on_new_scenes_and_check_the_result(name, style) -> None:
     default, trial = load_config(CONFIGS / "default.yaml"), load_config(CONFIGS / name)

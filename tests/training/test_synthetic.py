@@ -125,10 +125,20 @@ def test_style_v5_is_the_v5_trials_generator_bit_for_bit():
         "28a2ffa6a7d32018740e4f3e3c3f1b3a30687b6bfff3098e8aa009ac0af9b586"
 
 
+def test_style_v6_is_the_v6_trials_generator_bit_for_bit():
+    """configs/finetune_v6_crop256.yaml rebuilds the v6 trial; the digest was measured before it trained."""
+    import hashlib
+
+    img, mask = generate_scene(scene_rng(7, 3), 256, ClassShares(), style="v6")
+    assert hashlib.sha256(img.tobytes() + mask.tobytes()).hexdigest() == \
+        "6c2b8a1e7fb1a87a3664cf37555cb0d7b3d726eef7e0f244bcb1a11ca190ce8c"
+
+
 # v3 over 8 scenes: its wide roads are drawn less often to keep the expected share, so 4 scenes vary more.
 # v5's housing estates add blocks of flats to some scenes: more building, as the Zürich scene has.
 @pytest.mark.parametrize("style, previous, scenes, most_building", [("v2", "v1", 4, 0.02), ("v3", "v2", 8, 0.02),
-                                                                   ("v4", "v3", 8, 0.02), ("v5", "v3", 8, 0.05)])
+                                                                   ("v4", "v3", 8, 0.02), ("v5", "v3", 8, 0.05),
+                                                                   ("v6", "v5", 8, 0.06)])
 def test_styles_are_deterministic_new_and_keep_the_class_balance(style, previous, scenes, most_building):
     from training.synthetic import WOODLAND
 
@@ -150,7 +160,7 @@ def test_mixed_alternates_the_styles_and_unknown_styles_are_refused():
 
     assert [scene_style("mixed", i) for i in range(4)] == ["v1", "v2", "v1", "v2"]
     assert scene_style("v2", 0) == "v2"
-    with pytest.raises(TrainingError, match="style must be one of v1, v2, v3, v4, v5, mixed, or a comma list"):
+    with pytest.raises(TrainingError, match="style must be one of v1, v2, v3, v4, v5, v6, mixed, or a comma list"):
         SyntheticParams(style="photoreal")
     with pytest.raises(TrainingError, match="unknown synthetic style"):
         generate_scene(scene_rng(0, 0), 64, ClassShares(), style="mixed")  # a scene has one style
@@ -487,15 +497,19 @@ def test_v5_scrub_is_open_ground_with_far_fewer_shrubs_than_v4s_thickets():
     assert v4_dark and max(v5_dark) < 0.1 < min(v4_dark)
 
 
-def test_v5_estates_put_blocks_of_flats_with_long_shadows_on_open_land_never_on_water():
-    from training import synthetic_v5 as v5
+@pytest.mark.parametrize("style, most", [("v5", 6), ("v6", 9)])
+def test_estates_put_blocks_with_long_shadows_on_open_land_never_on_water(style, most):
+    """v5's blocks of flats; v6's blocks or detached houses, on more scenes."""
+    import importlib
+
     from training.synthetic import BACKGROUND, BUILDING, ROAD, WATER, WOODLAND
 
+    painter = importlib.import_module(f"training.synthetic_{style}").estate
     img, mask = _forest_field_and_lake(512)
     estates = 0
     for seed in range(10):
         out, after = img.copy(), mask.copy()
-        v5.estate(scene_rng(seed, 0), out, after, (0.8, 1.0))
+        painter(scene_rng(seed, 0), out, after, (0.8, 1.0))
         changed = after != mask
         if not changed.any():
             continue
@@ -505,6 +519,33 @@ def test_v5_estates_put_blocks_of_flats_with_long_shadows_on_open_land_never_on_
         assert np.array_equal(out[mask == WATER], img[mask == WATER])  # no block, street or shadow on the lake
         assert (after == BUILDING).mean() > 0.02  # blocks of flats, not a house or two
         brightness = out.mean(axis=-1)
-        shade = (after == BACKGROUND) & (brightness < 60) & (out[..., 2] > out[..., 0])
+        shade = (after != BUILDING) & (brightness < 60) & (out[..., 2] > out[..., 0])  # on lawns and streets
         assert shade.sum() > 0.3 * (after == BUILDING).sum()  # long blue-black shadows, as the real estate's
-    assert 1 <= estates <= 6  # about ESTATE_SCENES of the scenes
+    assert 1 <= estates <= most  # about ESTATE_SCENES of the scenes
+
+
+def test_v6_lone_trees_are_crowns_on_open_land_with_shadows_longer_than_themselves(monkeypatch):
+    from training import synthetic_v6 as v6
+    from training.synthetic import BACKGROUND, WATER, WOODLAND
+
+    monkeypatch.setattr(v6, "LONE_TREES", (4, 5))  # one tree on a 512 px scene: its own shadow, measurable
+    img, mask = _forest_field_and_lake(512)
+    canopy = lambda rng, h, w: np.full((h, w, 3), (60.0, 110.0, 50.0), np.float32)  # noqa: E731
+    planted = 0
+    for seed in range(8):
+        out, after = img.copy(), mask.copy()
+        v6.lone_trees(scene_rng(seed, 0), out, after, mask == BACKGROUND, canopy)
+        crowns = after != mask
+        if not crowns.any():
+            continue
+        planted += 1
+        assert (mask[crowns] == BACKGROUND).all() and (after[crowns] == WOODLAND).all()
+        assert np.array_equal(out[mask == WATER], img[mask == WATER])
+        shadow = (out != img).any(axis=-1) & ~crowns
+        assert (after[shadow] == BACKGROUND).all() and (out[shadow][:, 2] > out[shadow][:, 0]).all()  # blue-black
+        ys, xs = np.nonzero(crowns)
+        radius = np.sqrt(crowns.sum() / np.pi)
+        sy, sx = np.nonzero(shadow)
+        reach = np.hypot(sy - ys.mean(), sx - xs.mean()).max()
+        assert reach > 1.8 * radius  # 1.5-4 crown radii long, and as wide as the crown
+    assert 2 <= planted <= 7  # about LONE_TREE_SCENES of the scenes
