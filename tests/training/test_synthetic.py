@@ -78,60 +78,26 @@ def test_style_v1_is_the_first_generator_bit_for_bit():
     assert np.array_equal(generate_scene(scene_rng(7, 2), 256, ClassShares(), style="v1")[0], img)
 
 
-def test_style_v2_is_the_fine_tuning_trials_generator_bit_for_bit():
-    """The fine-tuning trial (configs/finetune_mixed.yaml) trained on v2 scenes; its quantize calibration and
-    held-out rebuilds repaint them from its recorded config.
-
-    That run's scenes were checked equal to this generator's, image and mask; the digest keeps it so. Change
-    style v2 and this fails: add a new style instead, or retrain the trial and update the digest.
-    """
+# Each trial's config rebuilds its scenes (quantize calibration, held-out rebuilds, reruns) from its style, so a
+# trained style must never change: change it and its digest fails; add a new style instead, or retrain the trial
+# and update the digest.
+# - v2: configs/finetune_mixed.yaml; that run's scenes were checked equal to this generator's, image and mask.
+# - v3: configs/finetune_v3.yaml (run v3c), measured on the commit that trained it (7e4ccb7's scenes).
+# - v4: configs/finetune_v4.yaml, measured on the commit that trained it.
+# - v5, v6: configs/finetune_v5_crop256.yaml and finetune_v6_crop256.yaml, measured before they trained. v5's pin is
+#   scene 4, which has a shaded conifer forest (scene 3 has v3's woodland).
+@pytest.mark.parametrize("style, index, digest", [
+    ("v2", 3, "cda2e01ad36e2a3dbbd5ea24c7633379aa7d1e59f550be7486abdf56919b6079"),
+    ("v3", 3, "eb57be64cf21bacc6c51a9c9b42c614b98191b08e703fc54adc00d13c87efd9a"),
+    ("v4", 3, "fa49a00049fa87ea398ba19ac045f530cfc6b2966faecf8efb0d2f6b0c87304e"),
+    ("v5", 4, "28a2ffa6a7d32018740e4f3e3c3f1b3a30687b6bfff3098e8aa009ac0af9b586"),
+    ("v6", 3, "6c2b8a1e7fb1a87a3664cf37555cb0d7b3d726eef7e0f244bcb1a11ca190ce8c"),
+])
+def test_each_trials_style_is_its_generator_bit_for_bit(style, index, digest):
     import hashlib
 
-    img, mask = generate_scene(scene_rng(7, 3), 256, ClassShares(), style="v2")
-    assert hashlib.sha256(img.tobytes() + mask.tobytes()).hexdigest() == \
-        "cda2e01ad36e2a3dbbd5ea24c7633379aa7d1e59f550be7486abdf56919b6079"
-
-
-def test_style_v3_is_the_v3c_trials_generator_bit_for_bit():
-    """configs/finetune_v3.yaml rebuilds run v3c from v3 scenes; v4 changed the painters' plumbing, not v3.
-
-    The digest was measured on the commit that trained v3c's generator (7e4ccb7's scenes, unchanged since).
-    """
-    import hashlib
-
-    img, mask = generate_scene(scene_rng(7, 3), 256, ClassShares(), style="v3")
-    assert hashlib.sha256(img.tobytes() + mask.tobytes()).hexdigest() == \
-        "eb57be64cf21bacc6c51a9c9b42c614b98191b08e703fc54adc00d13c87efd9a"
-
-
-def test_style_v4_is_the_v4_trials_generator_bit_for_bit():
-    """configs/finetune_v4.yaml rebuilds the v4 trial; the digest was measured on the commit that trained it."""
-    import hashlib
-
-    img, mask = generate_scene(scene_rng(7, 3), 256, ClassShares(), style="v4")
-    assert hashlib.sha256(img.tobytes() + mask.tobytes()).hexdigest() == \
-        "fa49a00049fa87ea398ba19ac045f530cfc6b2966faecf8efb0d2f6b0c87304e"
-
-
-def test_style_v5_is_the_v5_trials_generator_bit_for_bit():
-    """configs/finetune_v5_crop256.yaml rebuilds the v5 trial; the digest was measured before it trained.
-
-    Scene 4 of seed 7 has a shaded conifer forest (scene 3, the other styles' pin, has v3's woodland).
-    """
-    import hashlib
-
-    img, mask = generate_scene(scene_rng(7, 4), 256, ClassShares(), style="v5")
-    assert hashlib.sha256(img.tobytes() + mask.tobytes()).hexdigest() == \
-        "28a2ffa6a7d32018740e4f3e3c3f1b3a30687b6bfff3098e8aa009ac0af9b586"
-
-
-def test_style_v6_is_the_v6_trials_generator_bit_for_bit():
-    """configs/finetune_v6_crop256.yaml rebuilds the v6 trial; the digest was measured before it trained."""
-    import hashlib
-
-    img, mask = generate_scene(scene_rng(7, 3), 256, ClassShares(), style="v6")
-    assert hashlib.sha256(img.tobytes() + mask.tobytes()).hexdigest() == \
-        "6c2b8a1e7fb1a87a3664cf37555cb0d7b3d726eef7e0f244bcb1a11ca190ce8c"
+    img, mask = generate_scene(scene_rng(7, index), 256, ClassShares(), style=style)
+    assert hashlib.sha256(img.tobytes() + mask.tobytes()).hexdigest() == digest
 
 
 # v3 over 8 scenes: its wide roads are drawn less often to keep the expected share, so 4 scenes vary more.
