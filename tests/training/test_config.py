@@ -23,11 +23,13 @@ def test_default_config_exports_the_default_bundle() -> None:
     assert config.export.params.tile_size == 256 and config.export.params.gsd_m == 0.25
 
 
-@pytest.mark.parametrize("name, style", [("finetune_mixed.yaml", "mixed"), ("finetune_v3.yaml", "v1,v3"),
-                                         ("finetune_v3_crop256.yaml", "v1,v3"), ("finetune_v4.yaml", "v1,v4"),
-                                         ("finetune_v4_crop256.yaml", "v1,v4"), ("finetune_v5_crop256.yaml", "v1,v5"),
-                                         ("finetune_v6_crop256.yaml", "v1,v6"),
-                                         ("finetune_v3_crop256_long.yaml", "v1,v3")])
+TRIALS = [("finetune_mixed.yaml", "mixed"), ("finetune_v3.yaml", "v1,v3"), ("finetune_v3_crop256.yaml", "v1,v3"),
+          ("finetune_v3_crop256_long.yaml", "v1,v3"), ("finetune_v4.yaml", "v1,v4"),
+          ("finetune_v4_crop256.yaml", "v1,v4"), ("finetune_v5_crop256.yaml", "v1,v5"),
+          ("finetune_v5_crop256_gentle.yaml", "v1,v5"), ("finetune_v6_crop256.yaml", "v1,v6")]
+
+
+@pytest.mark.parametrize("name, style", TRIALS)
 def test_the_fine_tuning_trials_start_from_the_default_on_new_scenes_and_check_the_result(name, style) -> None:
     default, trial = load_config(CONFIGS / "default.yaml"), load_config(CONFIGS / name)
     assert default.data.synthetic.style == "v1" and trial.data.synthetic.style == style
