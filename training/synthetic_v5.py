@@ -168,7 +168,7 @@ def estate(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, sun: tup
     img[parked] = cars[slot[parked]]
     mask[lane & street] = ROAD
 
-    # Blocks: sized per plot, built where the whole footprint is the estate's open land.
+    # Blocks: sized per plot, built where the whole footprint is open land or trees, at least half in the estate.
     block_l = length * _cell_random(rng, plots, iu, iv, 0.6, 1.2)
     block_w = width * _cell_random(rng, plots, iu, iv, 0.85, 1.15)
     roof = (np.abs(du) <= block_l / 2) & (np.abs(dv) <= block_w / 2)
