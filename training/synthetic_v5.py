@@ -94,7 +94,7 @@ def shaded_conifers(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     light = height * rng.uniform(20, 45) + sunlit + (value_noise(rng, h, w, 1.5) - 0.5) * 30
     img[crowns] = colour[None, :] + light[crowns][:, None]
     shade |= crowns & (facing < -0.02)  # a crown's far side sees only the sky, as its cast shadow does
-    img[shade] *= v3.SKYLIGHT.astype(np.float32) * rng.uniform(0.6, 1.2)
+    img[shade] *= v4.SKYLIGHT * rng.uniform(0.6, 1.2)
     return img.astype(np.float32)
 
 
@@ -196,7 +196,7 @@ def estate(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, sun: tup
         mask[roof] = BUILDING
         reach = rng.uniform(*BLOCK_SHADOW_PX)
         shadow = v4._swept(roof, float(np.arctan2(sun[0], sun[1])), reach) & ~roof & (mask != WATER)
-        img[shadow] *= v3.SKYLIGHT.astype(np.float32) * rng.uniform(0.7, 1.2)
+        img[shadow] *= v4.SKYLIGHT * rng.uniform(0.7, 1.2)
 
 
 def ground(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> None:

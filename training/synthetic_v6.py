@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training import synthetic_v3 as v3
+from training import synthetic_v4 as v4
 from training import synthetic_v5 as v5
 from training.synthetic import WOODLAND, value_noise
 
@@ -53,7 +53,7 @@ def lone_trees(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, allo
     ragged = (value_noise(rng, h, w, 2.0) - 0.5) * 0.4  # conifers and broadleaves alike have uneven edges
     sun = rng.uniform(0, 2 * np.pi)
     away = np.array([np.sin(sun), np.cos(sun)])
-    shade = v3.SKYLIGHT.astype(np.float32) * rng.uniform(0.6, 1.1)
+    shade = v4.SKYLIGHT * rng.uniform(0.6, 1.1)
     for _ in range(int(rng.integers(*LONE_TREES) * h * w / 1024 ** 2)):
         r = rng.uniform(*LONE_RADIUS_PX)
         length = r * rng.uniform(*LONE_SHADOW)
