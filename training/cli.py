@@ -139,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"styles to paint (default {' '.join(BENCHMARK_STYLES)})")
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help=f"scene seed (default {HELD_OUT_SEED})")
 
+    p = sub.add_parser("average", help="average the weights of bundles of one network (fine-tunings from one start)",
+                       description="Write a bundle whose weights are the weighted mean of the given bundles' weights: "
+                       "a fine-tuning interpolated with its start (WiSE-FT), or several fine-tunings averaged (a "
+                       "model soup). The bundles must be one network; the metadata is the first one's.")
+    p.add_argument("out", type=_p, metavar="OUT_JSON")
+    p.add_argument("models", nargs="+", metavar="BUNDLE[=WEIGHT]",
+                   help="bundle .json files, each with an optional share (default 1; shares are normalised)")
+    p.add_argument("--name", default=None, help="the new bundle's name (default: the first one's + '-average')")
+    p.add_argument("--no-onnx", action="store_true", help="skip the float ONNX export")
+
     p = sub.add_parser("quantize", help="static INT8 quantization of a bundle's ONNX export (BUNDLE.int8.onnx)",
                        description="Quantize the bundle's float ONNX export to INT8 (calibrated on its training "
                        "patches), check it against the float model on held-out orthophotos, and record the INT8 file "
@@ -313,6 +323,12 @@ def run_command(args: argparse.Namespace) -> int:
         print(text)
         if args.report:
             args.report.write_text(text)
+    elif cmd == "average":
+        from training.average import Ingredient, average_bundles
+
+        ingredients = [Ingredient.parse(m) for m in args.models]
+        out = average_bundles(ingredients, args.out, name=args.name, onnx=not args.no_onnx)
+        print(f"wrote bundle {out} (" + ", ".join(f"{i.bundle} x {i.weight:g}" for i in ingredients) + ")")
     elif cmd == "quantize":
         _quantize(args)
     elif cmd == "run":

@@ -13,7 +13,7 @@ from training.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = ["synthetic", "patch", "filter", "split", "train", "evaluate", "export", "run", "quantize",
-            "fake-landcoverai", "check-data", "sanity", "heldout"]
+            "fake-landcoverai", "check-data", "sanity", "heldout", "average"]
 
 
 def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
