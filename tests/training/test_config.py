@@ -26,7 +26,9 @@ def test_default_config_exports_the_default_bundle() -> None:
 TRIALS = [("finetune_mixed.yaml", "mixed"), ("finetune_v3.yaml", "v1,v3"), ("finetune_v3_crop256.yaml", "v1,v3"),
           ("finetune_v3_crop256_long.yaml", "v1,v3"), ("finetune_v4.yaml", "v1,v4"),
           ("finetune_v4_crop256.yaml", "v1,v4"), ("finetune_v5_crop256.yaml", "v1,v5"),
-          ("finetune_v5_crop256_gentle.yaml", "v1,v5"), ("finetune_v6_crop256.yaml", "v1,v6")]
+          ("finetune_v5_crop256_gentle.yaml", "v1,v5"), ("finetune_v6_crop256.yaml", "v1,v6"),
+          ("finetune_v5_crop256_seed1.yaml", "v1,v5"), ("finetune_v5_v1quarter.yaml", "v1,v5,v5,v5"),
+          ("finetune_v5_no_v1.yaml", "v5")]
 
 
 @pytest.mark.parametrize("name, style", TRIALS)
@@ -46,6 +48,26 @@ def test_the_crop_trial_changes_only_the_crop_and_the_batch_of_v3cs_run() -> Non
     assert crop.train.augment.crop == 2 * v3c.train.augment.crop and crop.data == v3c.data
     assert (crop.train.epochs, crop.train.steps_per_epoch, crop.train.learning_rate) == \
         (v3c.train.epochs, v3c.train.steps_per_epoch, v3c.train.learning_rate)
+
+
+@pytest.mark.parametrize("name, changed", [
+    ("finetune_v5_crop256_seed1.yaml", {("train", "seed"): 1}),
+    ("finetune_v5_v1quarter.yaml", {("data", "synthetic", "style"): "v1,v5,v5,v5"}),
+    ("finetune_v5_no_v1.yaml", {("data", "synthetic", "style"): "v5"}),
+])
+def test_the_v5_variants_change_one_thing_of_v5s_run(name, changed) -> None:
+    """A variant differs from configs/finetune_v5_crop256.yaml in the one setting it studies (and where it writes)."""
+
+    def flat(tree: dict, prefix: tuple = ()) -> dict:
+        items: dict = {}
+        for key, value in tree.items():
+            items.update(flat(value, (*prefix, key)) if isinstance(value, dict) else {(*prefix, key): value})
+        return items
+
+    base, variant = (flat(to_dict(load_config(CONFIGS / n))) for n in ("finetune_v5_crop256.yaml", name))
+    differs = {k: variant[k] for k in base.keys() | variant.keys()
+               if base.get(k) != variant.get(k) and k[0] not in ("workdir", "export")}
+    assert differs == changed
 
 
 def test_overrides_are_parsed_as_yaml() -> None:
