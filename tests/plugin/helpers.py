@@ -16,6 +16,25 @@ REPO = Path(__file__).resolve().parents[2]
 UNTRAINED = "untrained:Unet:resnet18"
 
 
+@contextmanager
+def landcover_provider():
+    """The Landcover Processing provider, registered for the block; removed after it only if this registered it
+    (so a provider the plugin registered stays)."""
+    from landcover_plugin.processing_provider.provider import LandcoverProvider
+
+    registry = QgsApplication.processingRegistry()
+    prov = registry.providerById("landcover")
+    added = prov is None
+    if added:
+        prov = LandcoverProvider()
+        assert registry.addProvider(prov)
+    try:
+        yield prov
+    finally:
+        if added:
+            registry.removeProvider(prov)
+
+
 def add_raster(path: Path, name: str | None = None) -> QgsRasterLayer:
     layer = QgsRasterLayer(str(path), name or path.stem, "gdal")
     assert layer.isValid(), path

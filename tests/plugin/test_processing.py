@@ -19,19 +19,13 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from landcover_plugin.processing_provider.provider import LandcoverProvider
-from tests.plugin.helpers import UNTRAINED, write_class_raster
+from tests.plugin.helpers import UNTRAINED, landcover_provider, write_class_raster
 
 
 @pytest.fixture(scope="module")
 def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    prov = registry.providerById("landcover")
-    if prov is None:
-        prov = LandcoverProvider()
-        assert registry.addProvider(prov)
-    yield prov
-    registry.removeProvider(prov)
+    with landcover_provider() as prov:
+        yield prov
 
 
 @pytest.fixture(scope="module")

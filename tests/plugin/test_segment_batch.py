@@ -36,8 +36,7 @@ from qgis.core import (
 )
 from rasterio.windows import Window
 
-from landcover_plugin.processing_provider.provider import LandcoverProvider
-from tests.plugin.helpers import REPO, UNTRAINED
+from tests.plugin.helpers import REPO, UNTRAINED, landcover_provider
 
 DEMO = REPO / "demo" / "orthophoto.tif"
 CLASS_NAMES = ["background", "building", "woodland", "water", "road"]
@@ -45,13 +44,8 @@ CLASS_NAMES = ["background", "building", "woodland", "water", "road"]
 
 @pytest.fixture(scope="module")
 def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    prov = registry.providerById("landcover")
-    if prov is None:
-        prov = LandcoverProvider()
-        assert registry.addProvider(prov)
-    yield prov
-    registry.removeProvider(prov)
+    with landcover_provider() as prov:
+        yield prov
 
 
 def demo_crop(path: Path, row: int, col: int, height: int, width: int) -> Path:

@@ -35,10 +35,17 @@ from landcover_plugin.dialog import LandcoverDialog, help_target, report_task, r
 from landcover_plugin.errors import InputError
 from landcover_plugin.feedback import clear_messages, landcover_messages, push_error
 from landcover_plugin.job import Outcome
-from landcover_plugin.processing_provider.provider import LandcoverProvider
 from landcover_plugin.results import GROUP_NAME, add_results
 from landcover_plugin.worker.task import SILENT, SegmentTask
-from tests.plugin.helpers import REPO, UNTRAINED, add_raster, bar_texts, wait_for_task, write_class_raster
+from tests.plugin.helpers import (
+    REPO,
+    UNTRAINED,
+    add_raster,
+    bar_texts,
+    landcover_provider,
+    wait_for_task,
+    write_class_raster,
+)
 
 pytestmark = pytest.mark.usefixtures("clean_settings")
 MODEL = untrained_model(UNTRAINED)
@@ -348,15 +355,8 @@ def test_help_button_opens_the_guide(qgis_iface, project, monkeypatch, tmp_path:
 # ------------------------------------------------------------------ 4. Processing
 @pytest.fixture
 def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    prov = registry.providerById("landcover")
-    added = prov is None
-    if added:
-        prov = LandcoverProvider()
-        assert registry.addProvider(prov)
-    yield prov
-    if added:
-        registry.removeProvider(prov)
+    with landcover_provider() as prov:
+        yield prov
 
 
 def test_model_is_a_list_of_installed_models(provider, crops, tmp_path: Path) -> None:
