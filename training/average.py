@@ -65,13 +65,19 @@ def average_bundles(ingredients: Sequence[Ingredient], out_json: Path, name: str
             if getattr(bundle, key) != getattr(first, key):
                 raise TrainingError(f"{ingredient.bundle} and {ingredients[0].bundle} differ in {key}; only bundles "
                                     "of one network (fine-tunings from one start) can be averaged")
-        if bundle.weights is None or first.weights is None:
-            raise TrainingError("untrained models have no weights to average; pass saved bundles")
+    out_json = Path(out_json)
+    out_weights = weights_path_for(out_json)
+    for ingredient, bundle in zip(ingredients, bundles, strict=True):
+        if bundle.weights is None or not bundle.weights.is_file():
+            raise TrainingError(f"{ingredient.bundle} has no weights file (an ONNX-only or untrained model); "
+                                "averaging needs each bundle's .weights.h5")
+        if bundle.weights.resolve() == out_weights.resolve():
+            raise TrainingError(f"{out_json} would overwrite the weights of {ingredient.bundle}; write the average "
+                                "to a new file")
     shares = np.array([i.weight for i in ingredients], np.float64)
     shares /= shares.sum()
-    out_json = Path(out_json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    weights = _write_mean(ingredients, [b.weights for b in bundles], shares, weights_path_for(out_json))
+    weights = _write_mean(ingredients, [b.weights for b in bundles], shares, out_weights)
     provenance = {
         "data": first.provenance.get("data", ""),
         "trained": _dt.date.today().isoformat(),

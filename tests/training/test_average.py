@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from backend.bundle import ModelBundle, load_bundle
+from backend.errors import LandcoverError
 from backend.models import WEIGHTS_LAYOUT
 from tests.conftest import REPO
 from training.average import Ingredient, average_bundles
@@ -74,6 +75,15 @@ def test_different_networks_are_refused(tmp_path: Path, other: dict, message: st
     with pytest.raises(TrainingError, match=message):
         average_bundles([Ingredient(a), Ingredient(b)], tmp_path / "m.json", onnx=False)
     assert not (tmp_path / "m.weights.h5").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_a_bundle_without_weights_or_the_output_over_an_input_is_refused(tmp_path: Path) -> None:
+    a, b = tiny_bundle(tmp_path / "a", 1), tiny_bundle(tmp_path / "b", 2)
+    with pytest.raises(TrainingError, match="would overwrite the weights of"):
+        average_bundles([Ingredient(a), Ingredient(b)], a, onnx=False)
+    (tmp_path / "b" / "landcover.weights.h5").unlink()
+    with pytest.raises(LandcoverError, match="landcover.weights.h5 named by the model bundle .* is missing"):
+        average_bundles([Ingredient(a), Ingredient(b)], tmp_path / "m.json", onnx=False)
 
 
 def test_ingredients_parse_path_and_share() -> None:
