@@ -80,11 +80,9 @@ def lone_trees(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, allo
 
 def estate(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, sun: tuple[float, float]) -> None:
     """v5's housing estate on :data:`ESTATE_SCENES`: detached houses or blocks of flats, textured roofs."""
-    if rng.random() < HOUSES:
-        v5.estate(rng, img, mask, sun, scenes=ESTATE_SCENES, length_px=HOUSE_LENGTH_PX, width_px=HOUSE_WIDTH_PX,
-                  gap_px=HOUSE_GAP_PX, grain=ROOF_GRAIN)
-    else:
-        v5.estate(rng, img, mask, sun, scenes=ESTATE_SCENES, grain=ROOF_GRAIN)
+    houses = rng.random() < HOUSES
+    sizes = dict(length_px=HOUSE_LENGTH_PX, width_px=HOUSE_WIDTH_PX, gap_px=HOUSE_GAP_PX) if houses else {}
+    v5.estate(rng, img, mask, sun, scenes=ESTATE_SCENES, grain=ROOF_GRAIN, **sizes)
 
 
 def finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
