@@ -42,6 +42,7 @@ from backend.contract import (
     ClassInfo,
     areas_table,
     check_precision_tta,
+    write_text_atomic,
 )
 from backend.errors import DependencyError, InputError, LandcoverError, OutputError
 
@@ -427,6 +428,7 @@ def _classes(model: str | None) -> tuple[ClassInfo, ...]:
 def write_areas(outdir: Path, records: Sequence[dict[str, Any]], classes: Sequence[ClassInfo]) -> dict[str, Any]:
     """``areas.csv`` (per item and total, m² and ha) and ``areas.json`` (the total); returns the total."""
     import csv
+    import io
 
     pixels = [0] * len(classes)
     area = [0.0] * len(classes)
@@ -451,14 +453,13 @@ def write_areas(outdir: Path, records: Sequence[dict[str, Any]], classes: Sequen
                      "area_ha": None if c["area_m2"] is None else round(c["area_m2"] / 1e4, 4),
                      "percent": c["percent"]})
     fields = ("item", "input", "class", "pixels", "area_m2", "area_ha", "percent")
-    tmp = outdir / f".{BATCH_AREAS_CSV}.part-{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row[k] is None else row[k] for k in fields})
-    os.replace(tmp, outdir / BATCH_AREAS_CSV)
-    _atomic_text(outdir / BATCH_AREAS_JSON, json.dumps(total, indent=2) + "\n")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row[k] is None else row[k] for k in fields})
+    write_text_atomic(outdir / BATCH_AREAS_CSV, table.getvalue())
+    write_text_atomic(outdir / BATCH_AREAS_JSON, json.dumps(total, indent=2) + "\n")
     return total
 
 
@@ -515,16 +516,11 @@ def write_mosaic(path: Path, rasters: Sequence[Path], classes: Sequence[ClassInf
                       xSize=_num(w * t.a / res_x), ySize=_num(h * -t.e / res_y))
         ET.SubElement(source, "NODATA").text = str(NODATA)
     ET.indent(root)
-    _atomic_text(path, ET.tostring(root, encoding="unicode") + "\n")
-    _atomic_text(path.with_name(BATCH_MOSAIC_QML), qml_style(classes))
+    write_text_atomic(path, ET.tostring(root, encoding="unicode") + "\n")
+    write_text_atomic(path.with_name(BATCH_MOSAIC_QML), qml_style(classes))
     return path
 
 
 def _num(value: float) -> str:
     return str(round(value)) if abs(value - round(value)) < 1e-6 else repr(value)
 
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

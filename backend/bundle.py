@@ -9,7 +9,6 @@ colour), the ground sampling distance the model was trained for, and provenance.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from backend.contract import (
     read_bundle_json,
     untrained_model,
     user_models_dir,
+    write_text_atomic,
 )
 from backend.contract import list_models as list_bundle_files
 from backend.contract import resolve_model as resolve_model_info
@@ -270,11 +270,7 @@ class ModelBundle(ModelInfo):
 
     def save(self, json_path: Path) -> Path:
         """Write the metadata JSON (atomically); the weights file must already sit beside it."""
-        json_path = Path(json_path)
-        tmp = json_path.with_name(json_path.name + ".part")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, json_path)
-        return json_path
+        return write_text_atomic(json_path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def _weights_summary(self) -> str:
         if self.architecture == ONNX_ARCHITECTURE:

@@ -19,7 +19,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Union
@@ -455,6 +456,30 @@ def temp_path(final: Path, pid: int | None = None) -> Path:
 def is_temp_of(path: Path, final: Path) -> bool:
     """Whether ``path`` is an in-progress name of ``final`` (any process)."""
     return path.parent == final.parent and path.name.startswith(f".{final.name}{TEMP_MARK}")
+
+
+@contextmanager
+def atomic_path(final: Path | str) -> Iterator[Path]:
+    """The in-progress name (:func:`temp_path`) to write ``final`` under, renamed to ``final`` when the block ends.
+
+    If the block raises, the in-progress file is removed and ``final`` keeps what it held: a reader sees the old file
+    or the new one, never half of one. Write through whatever needs a path (h5py, rasterio, PIL, ONNX); give the
+    format explicitly where a library guesses it from the suffix.
+    """
+    final = Path(final)
+    tmp = temp_path(final)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(final: Path | str, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``final`` through :func:`atomic_path`; returns ``final``."""
+    with atomic_path(final) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(final)
 
 
 # ------------------------------------------------------------------------------ class areas

@@ -9,13 +9,13 @@ weights fails with a message instead of producing garbage. Plain Keras ``.h5`` w
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from backend.bundle import ARCHITECTURES, ModelBundle, damage_report
+from backend.contract import atomic_path
 from backend.errors import ModelError
 from backend.tf_import import import_segmentation_models, import_tensorflow
 
@@ -128,19 +128,13 @@ def save_weights(model: Any, path: Path, dtype: str = "float16") -> Path:
     import h5py
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["layout"] = WEIGHTS_LAYOUT
-            group = f.create_group("weights")
-            for i, var in enumerate(model.weights):
-                value = np.asarray(var.numpy())
-                ds = group.create_dataset(f"{i:05d}", data=value.astype(dtype), compression="gzip", compression_opts=4)
-                ds.attrs["name"] = var.name
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["layout"] = WEIGHTS_LAYOUT
+        group = f.create_group("weights")
+        for i, var in enumerate(model.weights):
+            value = np.asarray(var.numpy())
+            ds = group.create_dataset(f"{i:05d}", data=value.astype(dtype), compression="gzip", compression_opts=4)
+            ds.attrs["name"] = var.name
     return path
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from backend.bundle import ModelBundle, OnnxExport
+from backend.contract import atomic_path, write_text_atomic
 from backend.errors import DependencyError, InputError, ModelError
 from backend.onnx_runtime import OnnxRuntime, file_sha256
 
@@ -128,8 +128,7 @@ def export_onnx(
     onnx.checker.check_model(proto)
 
     path = bundle.source.with_suffix(".onnx")
-    tmp = path.with_name(path.name + ".part")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(proto.SerializeToString())
         info = OnnxExport(
             file=tmp,
@@ -146,10 +145,6 @@ def export_onnx(
                 f"the ONNX export disagrees with TensorFlow on {100 * (1 - agreement):.2f} % of pixels "
                 f"(largest probability difference {diff:.1e}); export with --weights-dtype float32"
             )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     updated = replace(bundle, onnx=replace(info, file=path))
     _record_in_json(bundle.source, updated.onnx)
     return ExportReport(updated, path, path.stat().st_size, n16, n32, diff, agreement)
@@ -160,9 +155,7 @@ def _record_in_json(json_path: Path, info: OnnxExport | None) -> None:
     assert info is not None
     data = json.loads(json_path.read_text())
     data["onnx"] = info.to_dict()
-    tmp = json_path.with_name(json_path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, json_path)
+    write_text_atomic(json_path, json.dumps(data, indent=2) + "\n")
 
 
 def deepness_metadata(bundle: ModelBundle) -> dict[str, Any]:

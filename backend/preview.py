@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from backend.contract import TAG_CLASSES, classes_from_dicts
+from backend.contract import TAG_CLASSES, atomic_path, classes_from_dicts
 from backend.errors import InputError, LandcoverError
-from backend.outputs import NODATA, temp_path
+from backend.outputs import NODATA
 
 
 def _read_decimated(path: Path, max_size: int, bands: list[int] | None = None, nearest: bool = False) -> np.ndarray:
@@ -76,12 +75,9 @@ def render_preview(image: Path, classes: Path, output: Path, max_size: int = 102
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=11)
     fig.tight_layout(rect=(0, 0.07, 1, 0.96))
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(output)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, output)
+        with atomic_path(output) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return output

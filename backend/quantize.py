@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from backend.bundle import ModelBundle
+from backend.contract import atomic_path, write_text_atomic
 from backend.errors import DependencyError, InputError, ModelError
 
 ACTIVATION_TYPES = ("uint8", "int8")
@@ -370,9 +370,7 @@ def record_int8(bundle: ModelBundle, out: Path, provenance: dict[str, Any]) -> M
     data = json.loads(json_path.read_text())
     data["onnx_int8"] = entry.to_dict()
     data.setdefault("provenance", {})["onnx_quantization"] = provenance
-    tmp = json_path.with_name(json_path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, json_path)
+    write_text_atomic(json_path, json.dumps(data, indent=2) + "\n")
     return replace(bundle, onnx_int8=entry, provenance={**bundle.provenance, "onnx_quantization": provenance})
 
 
@@ -396,8 +394,7 @@ def quantize_export(bundle: ModelBundle, calibration: CalibrationTiles, settings
         raise ModelError(f"{fp32_path.name}, the \"onnx\" entry of {bundle.source.name}, is already quantized; "
                          "re-export the float model with 'python -m backend export-onnx MODEL' and quantize that")
     out = check_output(bundle, default_output(bundle.source) if out is None else out)
-    part = out.with_name(f".{out.name}.part-{os.getpid()}")
-    try:
+    with atomic_path(out) as part:
         used = quantize_onnx(fp32_path, part, calibration.tiles, bundle.onnx.layout, settings)
         agreement = tile_agreement(bundle, fp32_path, part, calibration.tiles, bundle.default_batch_size)
         if agreement < settings.min_agreement:
@@ -406,9 +403,6 @@ def quantize_export(bundle: ModelBundle, calibration: CalibrationTiles, settings
                 f"pixels (minimum {100 * settings.min_agreement:.2f} %); it was not kept and the bundle is "
                 "unchanged; calibrate on more or more typical tiles, try --activations int8, or use the float model"
             )
-        os.replace(part, out)
-    finally:
-        part.unlink(missing_ok=True)
     provenance = int8_provenance(bundle, out, used, calibration, {
         "calibration_tiles": round(agreement, 6),
         "how": "share of calibration-tile pixels with the float model's class (ONNX Runtime, argmax)",

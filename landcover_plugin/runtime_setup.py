@@ -47,6 +47,7 @@ from .contract import (
     LandcoverError,
     OutputError,
     worker_env,
+    write_text_atomic,
 )
 
 RECORD_NAME = "runtime.json"
@@ -141,10 +142,7 @@ class RuntimeRecord:
 
     def write(self, root: Path) -> None:
         """Atomically: a crash leaves the old record or the new one, never a torn file."""
-        path = Path(root) / RECORD_NAME
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(tmp, path)
+        write_text_atomic(Path(root) / RECORD_NAME, json.dumps(asdict(self), indent=2) + "\n")
 
 
 def env_python(env_dir: Path) -> Path:

@@ -39,6 +39,7 @@ from .contract import (
     classes_from_dicts,
     degrees_to_metres,
     output_files,
+    write_text_atomic,
 )
 from .errors import InputError, OutputError
 
@@ -241,11 +242,8 @@ def recount_areas(raster: str | Path, classes: Sequence[ClassInfo], previous: di
                         by_class)
     files = output_files(raster)
     for path, text in ((files.areas_json, json.dumps(areas, indent=2) + "\n"), (files.areas_csv, areas_csv(areas))):
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)  # a reader never sees half a table
+            write_text_atomic(path, text)  # a reader never sees half a table
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise OutputError(f"cannot rewrite {path} ({exc.strerror}); check free space and permissions") from exc
     return areas

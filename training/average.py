@@ -10,13 +10,13 @@ first model has one. Nothing here imports TensorFlow except that export.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from backend.contract import atomic_path
 from training.errors import TrainingError
 
 #: Bundle fields that must be equal for weights to mean the same thing.
@@ -100,7 +100,6 @@ def _write_mean(ingredients: Sequence[Ingredient], files: Sequence[Path], shares
     from backend.models import WEIGHTS_LAYOUT
 
     handles = [h5py.File(f, "r") for f in files]
-    tmp = out.with_name(out.name + ".part")
     try:
         for ingredient, h in zip(ingredients, handles, strict=True):
             if h.attrs.get("layout") != WEIGHTS_LAYOUT:
@@ -112,7 +111,7 @@ def _write_mean(ingredients: Sequence[Ingredient], files: Sequence[Path], shares
             if sorted(g.keys()) != keys:
                 raise TrainingError(f"{ingredient.bundle} holds {len(g)} arrays, {ingredients[0].bundle} "
                                     f"{len(keys)}; they are not the same network")
-        with h5py.File(tmp, "w") as f:
+        with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
             f.attrs["layout"] = WEIGHTS_LAYOUT
             target = f.create_group("weights")
             for key in keys:
@@ -123,10 +122,7 @@ def _write_mean(ingredients: Sequence[Ingredient], files: Sequence[Path], shares
                 ds = target.create_dataset(key, data=mean.astype(arrays[0].dtype), compression="gzip",
                                            compression_opts=4)
                 ds.attrs["name"] = arrays[0].attrs["name"]
-        os.replace(tmp, out)
     finally:
         for h in handles:
             h.close()
-        if tmp.exists():
-            tmp.unlink()
     return out

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from backend.contract import write_text_atomic
 from training import CLASS_NAMES, NUM_CLASSES
 from training.config import EvaluateParams
 from training.errors import TrainingError
-from training.filter import write_text
 from training.metrics import confusion_matrix, scores
 from training.split import SPLIT_JSON, read_split
 from training.train import BEST_WEIGHTS, read_train_json
@@ -183,11 +183,11 @@ def _write_reports(report: dict[str, Any], out_dir: Path) -> None:
         writer.writerow(["truth \\ predicted", *CLASS_NAMES])
         for name, row in zip(CLASS_NAMES, cm.tolist(), strict=False):
             writer.writerow([name, *row])
-        write_text(out_dir / f"confusion_{scope}.csv", buf.getvalue())
+        write_text_atomic(out_dir / f"confusion_{scope}.csv", buf.getvalue())
         plot_confusion(cm, list(CLASS_NAMES), out_dir / f"confusion_{scope}.png")
-    write_text(out_dir / REPORT_JSON, json.dumps(report, indent=2) + "\n")
-    write_text(out_dir / "metrics.csv", metrics_csv(report))
-    write_text(out_dir / "report.md", markdown_report(report))
+    write_text_atomic(out_dir / REPORT_JSON, json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out_dir / "metrics.csv", metrics_csv(report))
+    write_text_atomic(out_dir / "report.md", markdown_report(report))
 
 
 def metrics_csv(report: dict[str, Any]) -> str:

@@ -7,13 +7,13 @@ Reads ``index.csv`` from the patch step; writes ``kept.txt`` (one patch name a l
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from backend.contract import write_text_atomic
 from training import CLASS_NAMES
 from training.errors import TrainingError
 from training.patch import PatchRecord, read_index
@@ -81,7 +81,7 @@ def filter_patches(patch_dir: Path, params: FilterParams, out_dir: Path | None =
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_lines(out_dir / KEPT_NAME, [r.patch for r in kept])
-    write_text(out_dir / REPORT_NAME, json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out_dir / REPORT_NAME, json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -98,16 +98,8 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary name and rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_lines(path: Path, lines: list[str]) -> None:
-    write_text(path, "".join(f"{line}\n" for line in lines))
+    write_text_atomic(path, "".join(f"{line}\n" for line in lines))
 
 
 def read_lines(path: Path) -> list[str]:

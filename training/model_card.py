@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from backend.contract import write_text_atomic
 from training.evaluate import markdown_table
-from training.filter import write_text
 
 #: The seed notebook's results on real LandCover.ai evaluation patches: (accuracy, macro-F1).
 SEED_RESULTS = {("Unet", "resnet18"): (0.870, 0.830), ("Unet", "resnet50"): (0.864, 0.824),
@@ -129,7 +129,7 @@ def write_model_card(path: Path, bundle_json: Path, report: dict[str, Any] | Non
     """Write the card to ``path`` (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, model_card(bundle_json, report, train_info, command, checks))
+    write_text_atomic(path, model_card(bundle_json, report, train_info, command, checks))
     return path
 
 

@@ -14,8 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from backend.contract import write_text_atomic
 from training.config import PipelineConfig, to_dict
-from training.filter import write_text
 
 STEPS = ("synthetic", "patch", "filter", "split", "train", "evaluate", "export")
 
@@ -48,7 +48,7 @@ def run_pipeline(
     resolved = to_dict(config)
     import yaml
 
-    write_text(work / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    write_text_atomic(work / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     patches, split_dir, model_dir, eval_dir = work / "patches", work / "split", work / "model", work / "eval"
     timings: dict[str, float] = {}
     summary: dict = {"workdir": str(work), "timings_s": timings}
@@ -119,7 +119,7 @@ def run_pipeline(
             card = write_model_card(Path(config.export.model_card), out, report, read_train_json(model_dir), command,
                                     checks)
             say(f"[export] model card {card}")
-    write_text(work / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(work / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from backend.contract import LANDCOVER_CLASSES
+from backend.contract import LANDCOVER_CLASSES, atomic_path
 
 
 def _pyplot() -> Any:
@@ -28,9 +27,8 @@ def _pyplot() -> Any:
 
 def _save(fig: Any, path: Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(path.stem + ".part" + path.suffix)
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower(), dpi=100, bbox_inches="tight")
     return path
 
 

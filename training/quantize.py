@@ -20,7 +20,6 @@ so neither overlaps the calibration data.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.contract import atomic_path
 from backend.quantize import (  # noqa: F401 - re-exported: the quantizer itself lives in the backend
     ACTIVATION_TYPES,
     METADATA_KEY,
@@ -417,8 +417,7 @@ def quantize_bundle(bundle_json: Path, params: QuantizeParams, out: Path | None 
     say(f"rebuilding the training patches of {bundle.name} for calibration")
     calibration = training_calibration_tiles(bundle, params.calibration_tiles, params.seed)
     say(f"calibrating and quantizing on {len(calibration.tiles)} tiles")
-    part = out.with_name(out.name + ".part")
-    try:
+    with atomic_path(out) as part:
         settings = quantize_onnx(fp32_path, part, calibration.tiles, bundle.onnx.layout,
                                  QuantSettings(params.activations, params.symmetric_activations, params.min_agreement),
                                  producer="landcover training")
@@ -427,10 +426,6 @@ def quantize_bundle(bundle_json: Path, params: QuantizeParams, out: Path | None 
             say(f"comparing with the float model on {len(images)} orthophoto(s) through backend.inference.segment")
             comparisons = compare_models(bundle, fp32_path, part, images, Path(tmp), say, params.decided)
         check_comparisons(comparisons, params)
-        os.replace(part, out)
-    finally:
-        if part.exists():
-            part.unlink()
 
     pixels = sum(c.pixels for c in comparisons)
     provenance = int8_provenance(bundle, out, settings, calibration, {

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.contract import atomic_path
 from training.errors import TrainingError
 
 MAX_ABSENT = 0.02  # an absent class may cover less than 2 % of the valid pixels (stray pixels, not a misreading)
@@ -157,9 +158,8 @@ def write_figure(source: Path, classes: Path, colours: list[tuple[int, int, int]
     scale = max(1, 400 // max(h, 1))
     image = Image.fromarray(side).resize((side.shape[1] * scale, side.shape[0] * scale), Image.NEAREST)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
     return path
 
 

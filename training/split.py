@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from backend.contract import write_text_atomic
 from training.errors import TrainingError
-from training.filter import KEPT_NAME, read_lines, write_lines, write_text
+from training.filter import KEPT_NAME, read_lines, write_lines
 from training.patch import read_index
 
 SPLITS = ("train", "val", "eval")
@@ -235,7 +236,7 @@ def split_patches(patch_dir: Path, params: SplitParams, out_dir: Path, kept: Pat
     }
     if official:
         info["official"] = official
-    write_text(out_dir / SPLIT_JSON, json.dumps(info, indent=2) + "\n")
+    write_text_atomic(out_dir / SPLIT_JSON, json.dumps(info, indent=2) + "\n")
     return info
 
 

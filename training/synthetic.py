@@ -12,13 +12,13 @@ Layout written (the LandCover.ai v1 layout): ``OUT/images/NAME.tif`` (RGB uint8)
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from backend.contract import atomic_path
 from training.errors import TrainingError
 
 BACKGROUND, BUILDING, WOODLAND, WATER, ROAD = range(5)
@@ -498,7 +498,6 @@ def write_geotiff(path: Path, array: np.ndarray, transform: object) -> None:
 
     bands = 1 if array.ndim == 2 else array.shape[2]
     data = array[None] if array.ndim == 2 else np.moveaxis(array, 2, 0)
-    tmp = path.with_name(path.name + ".part")
     profile = {
         "driver": "GTiff",
         "height": array.shape[0],
@@ -514,9 +513,8 @@ def write_geotiff(path: Path, array: np.ndarray, transform: object) -> None:
     }
     if bands == 3:
         profile["photometric"] = "RGB"
-    with rasterio.open(tmp, "w", **profile) as dst:
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(data)
-    os.replace(tmp, path)
 
 
 def generate_dataset(

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from backend.contract import write_text_atomic
 from training import CLASS_NAMES, NUM_CLASSES
 from training.augment import AugmentParams
 from training.errors import TrainingError
-from training.filter import write_text
 
 BEST_WEIGHTS = "best.weights.h5"
 TRAIN_JSON = "train.json"
@@ -344,11 +344,11 @@ def _write_run_files(model_dir: Path, resolved: dict[str, Any], config: dict[str
 
     Written up front so an interrupted run still says how it was trained.
     """
-    write_text(model_dir / TRAIN_JSON, json.dumps(resolved, indent=2) + "\n")
+    write_text_atomic(model_dir / TRAIN_JSON, json.dumps(resolved, indent=2) + "\n")
     if config is not None:
         import yaml
 
-        write_text(model_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        write_text_atomic(model_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
 
 def _epoch_end_callback(
@@ -425,7 +425,7 @@ def _record_epoch(
     state["epoch"] = epoch
     # Timed after saving, so the recorded time includes the checkpoint writes.
     state["seconds"] = elapsed()
-    write_text(model_dir / STATE_JSON, json.dumps(state, indent=2) + "\n")
+    write_text_atomic(model_dir / STATE_JSON, json.dumps(state, indent=2) + "\n")
     _append_history(model_dir / HISTORY_CSV, epoch, logs, state["seconds"])
     plot_history(model_dir / HISTORY_CSV, model_dir)
     return improved
@@ -458,7 +458,7 @@ def _report(model_dir: Path, resolved: dict[str, Any], state: dict[str, Any]) ->
     resolved["best"] = {"val_miou": state["best_miou"], "epoch": state["best_epoch"]}
     resolved["epochs_done"] = state["epoch"]
     resolved["seconds"] = state["seconds"]
-    write_text(model_dir / TRAIN_JSON, json.dumps(resolved, indent=2) + "\n")
+    write_text_atomic(model_dir / TRAIN_JSON, json.dumps(resolved, indent=2) + "\n")
     return TrainResult(
         model_dir, model_dir / BEST_WEIGHTS, state["best_miou"], state["best_epoch"], state["epoch"], state["seconds"]
     )

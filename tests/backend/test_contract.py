@@ -121,6 +121,18 @@ def test_temp_names_are_recognised_by_both_sides(tmp_path) -> None:
     assert plugin.is_temp_of(tmp, final) and not plugin.is_temp_of(tmp, tmp_path / "landcover.tif")
 
 
+def test_an_atomic_write_replaces_the_file_only_when_it_completes(tmp_path) -> None:
+    final = tmp_path / "areas.json"
+    final.write_text("old")
+    with pytest.raises(OSError, match="disk full"), plugin.atomic_path(final) as tmp:
+        tmp.write_text("half a tab")
+        assert backend.is_temp_of(tmp, final) and final.read_text() == "old"  # the reader still sees the old one
+        raise OSError("disk full")
+    assert [p.name for p in tmp_path.iterdir()] == ["areas.json"] and final.read_text() == "old"
+    assert backend.write_text_atomic(final, "new ü") == final and final.read_text(encoding="utf-8") == "new ü"
+    assert [p.name for p in tmp_path.iterdir()] == ["areas.json"]
+
+
 # -------------------------------------------------------------------------- model lookup
 def _bundle(folder: Path, name: str, weights: bool = True, **extra) -> Path:
     folder.mkdir(parents=True, exist_ok=True)

@@ -122,7 +122,7 @@ def test_a_figure_shows_the_scene_beside_its_classes_in_the_models_colours(tmp_p
     run_scene(bundle, Scene("scene.tif", "water, roofs", absent=("road",)), tmp_path, tmp_path / "out",
               runtime=IdentityRuntime(), figures=tmp_path / "figs")
     image = np.asarray(Image.open(tmp_path / "figs" / "scene.png"))
-    assert image.shape == (400, 800, 3) and not list((tmp_path / "figs").glob("*.part"))
+    assert image.shape == (400, 800, 3) and not list((tmp_path / "figs").glob("*.part*"))
     left, right = image[:, :400], image[:, 400:]
     assert (left[200, 200] == 3).all()  # the scene itself, averaged onto the class grid
     assert tuple(right[200, 10]) == (255, 0, 0) and tuple(right[200, 300]) == (0, 0, 255)  # building | water
