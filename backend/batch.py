@@ -32,7 +32,6 @@ from backend.contract import (
     BATCH_AREAS_CSV,
     BATCH_AREAS_JSON,
     BATCH_CHUNK_STEP,
-    BATCH_DEFAULT_CHUNK,
     BATCH_MANIFEST,
     BATCH_MOSAIC_QML,
     BATCH_MOSAIC_VRT,
@@ -41,62 +40,12 @@ from backend.contract import (
     BatchArgs,
     ClassInfo,
     areas_table,
-    check_precision_tta,
     write_text_atomic,
 )
 from backend.errors import DependencyError, InputError, LandcoverError, OutputError
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg")
 CONNECT_TIMEOUT_S = 10
-
-
-@dataclass(frozen=True)
-class BatchParams:
-    """What to run and where.
-
-    Attributes:
-        inputs: rasters, folders (every raster in them) or glob patterns.
-        outdir: where every output goes.
-        model: bundle path or model name (``None``: the default model); workers resolve it themselves.
-        workers: LocalCluster worker processes (``None``: cores / threads_per_worker).
-        threads_per_worker: inference threads in each worker (``None``: 1, or all cores for one worker).
-        scheduler: address of an existing Dask scheduler instead of a LocalCluster.
-        resume: skip items already done (same output checksum as in the manifest).
-        chunk: mosaics larger than this many pixels on a side are split into chunks of about this size.
-        precision, tta: as for ``segment``.
-    """
-
-    inputs: tuple[str, ...]
-    outdir: Path
-    model: str | None = None
-    workers: int | None = None
-    threads_per_worker: int | None = None
-    scheduler: str | None = None
-    resume: bool = False
-    chunk: int = BATCH_DEFAULT_CHUNK
-    precision: str = "auto"
-    tta: str = "none"
-
-    def __post_init__(self) -> None:
-        if not self.inputs:
-            raise InputError("batch needs at least one INPUT (a raster, a folder or a glob pattern)")
-        if self.chunk < BATCH_CHUNK_STEP or self.chunk % BATCH_CHUNK_STEP:
-            raise InputError(f"--chunk {self.chunk} must be a multiple of {BATCH_CHUNK_STEP} pixels (e.g. 8192)")
-        for name in ("workers", "threads_per_worker"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InputError(f"--{name.replace('_', '-')} {value} must be at least 1")
-        if self.scheduler and self.workers is not None:
-            raise InputError("--workers sizes a local cluster; with --scheduler the cluster's own workers run the "
-                             "tasks (start more with 'dask worker ADDRESS')")
-        check_precision_tta(self.precision, self.tta)
-
-
-def params_from_args(args: BatchArgs) -> BatchParams:
-    """The checked parameters of the contract's command-line arguments."""
-    return BatchParams(args.inputs, Path(args.outdir), model=args.model, workers=args.workers,
-                       threads_per_worker=args.threads_per_worker, scheduler=args.scheduler, resume=args.resume,
-                       chunk=args.chunk, precision=args.precision, tta=args.tta)
 
 
 @dataclass(frozen=True)
@@ -320,7 +269,7 @@ def local_layout(workers: int | None, threads: int | None, cores: int | None = N
 
 
 @contextmanager
-def dask_client(params: BatchParams) -> Iterator[tuple[Any, int]]:
+def dask_client(params: BatchArgs) -> Iterator[tuple[Any, int]]:
     """A connected ``distributed.Client`` and the inference threads per task."""
     try:
         import logging
@@ -359,8 +308,12 @@ def dask_client(params: BatchParams) -> Iterator[tuple[Any, int]]:
 # ------------------------------------------------------------------------------------------- the driver
 
 
-def run_batch(params: BatchParams, progress=None, client_factory=dask_client) -> BatchResult:
-    """Plan, skip what is done (``resume``), run the rest on Dask, then write the mosaic and the area tables."""
+def run_batch(params: BatchArgs, progress=None, client_factory=dask_client) -> BatchResult:
+    """Plan, skip what is done (``resume``), run the rest on Dask, then write the mosaic and the area tables.
+
+    ``params`` are checked when they are made (:class:`~backend.contract.BatchArgs`); ``params.progress`` is the
+    command line's business, not this function's: it reports to ``progress``.
+    """
     from backend.progress import Progress
 
     progress = progress or Progress()

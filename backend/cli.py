@@ -272,11 +272,11 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from backend.batch import params_from_args, run_batch
+    from backend.batch import run_batch
     from backend.progress import make_progress
 
     request = BatchArgs.from_namespace(args)
-    result = run_batch(params_from_args(request), make_progress(request.progress))
+    result = run_batch(request, make_progress(request.progress))
     summary = result.summary()
     if result.failed:
         raise InputError(summary.replace("\n", "; ") + "; fix or remove them, then rerun with --resume")

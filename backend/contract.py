@@ -754,7 +754,24 @@ BATCH_CHUNK_STEP = 256  # chunk sizes and borders are multiples of the output bl
 
 @dataclass(frozen=True)
 class BatchArgs:
-    """The arguments of ``python -m backend batch``: built by the plugin, parsed by the backend."""
+    """The arguments of ``python -m backend batch``: built by the plugin, parsed and run by the backend.
+
+    Attributes:
+        inputs: rasters, folders (every raster in them) or glob patterns.
+        outdir: where every output goes.
+        model: bundle path or model name (``None``: the default model); workers resolve it themselves.
+        workers: LocalCluster worker processes (``None``: cores / threads_per_worker).
+        threads_per_worker: inference threads in each worker (``None``: 1, or all cores for one worker).
+        scheduler: address of an existing Dask scheduler instead of a LocalCluster.
+        resume: skip items already done (same output checksum as in the manifest).
+        chunk: mosaics larger than this many pixels on a side are split into chunks of about this size.
+        precision, tta: as for ``segment``.
+        progress: how the worker reports progress (:data:`PROGRESS_MODES`).
+
+    Raises:
+        InputError: no inputs, or settings that contradict each other; checked here so that the plugin refuses them
+            before it starts a worker.
+    """
 
     inputs: tuple[str, ...]
     outdir: str
@@ -773,6 +790,15 @@ class BatchArgs:
         object.__setattr__(self, "outdir", str(self.outdir))
         if not self.inputs:
             raise InputError("nothing to segment: give rasters, folders of rasters or glob patterns")
+        if self.chunk < BATCH_CHUNK_STEP or self.chunk % BATCH_CHUNK_STEP:
+            raise InputError(f"--chunk {self.chunk} must be a multiple of {BATCH_CHUNK_STEP} pixels (e.g. 8192)")
+        for name in ("workers", "threads_per_worker"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"--{name.replace('_', '-')} {value} must be at least 1")
+        if self.scheduler and self.workers is not None:
+            raise InputError("--workers sizes a local cluster; with --scheduler the cluster's own workers run the "
+                             "tasks (start more with 'dask worker ADDRESS')")
         check_precision_tta(self.precision, self.tta)
         if self.progress not in PROGRESS_MODES:
             raise InputError(f"unknown progress mode {self.progress!r}; use one of {', '.join(PROGRESS_MODES)}")

@@ -76,11 +76,12 @@ def loop(sheets: list[Path], out: Path) -> float:
 
 
 def batch(folder: Path, out: Path, workers: int, threads: int) -> dict:
-    from backend.batch import BatchParams, Manifest, run_batch
+    from backend.batch import Manifest, run_batch
+    from backend.contract import BatchArgs
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    result = run_batch(BatchParams((str(folder),), out, workers=workers, threads_per_worker=threads))
+    result = run_batch(BatchArgs((str(folder),), out, workers=workers, threads_per_worker=threads))
     total = time.perf_counter() - t0
     assert not result.failed, result.failed
     stamps = sorted(os.path.getmtime(r["output"]) for r in Manifest(out / "manifest.jsonl").records().values())

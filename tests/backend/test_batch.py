@@ -22,7 +22,6 @@ import pytest
 import rasterio
 
 from backend.batch import (
-    BatchParams,
     Item,
     Manifest,
     chunk_windows,
@@ -35,6 +34,7 @@ from backend.batch import (
 from backend.bundle import resolve_model
 from backend.cli import main
 from backend.contract import BATCH_MANIFEST as MANIFEST
+from backend.contract import BatchArgs
 from backend.errors import InputError, OutputError
 from backend.inference import segment
 from backend.onnx_runtime import file_sha256
@@ -102,13 +102,13 @@ def test_inputs_are_files_folders_and_globs(tmp_path):
 
 
 @pytest.mark.parametrize("bad,message", [
-    ({"inputs": ()}, "at least one INPUT"), ({"chunk": 1000}, "multiple of 256"), ({"workers": 0}, "at least 1"),
+    ({"inputs": ()}, "nothing to segment"), ({"chunk": 1000}, "multiple of 256"), ({"workers": 0}, "at least 1"),
     ({"scheduler": "tcp://x:1", "workers": 2}, "with --scheduler"), ({"precision": "int4"}, "unknown precision"),
     ({"tta": "d8"}, "test-time augmentation"),
 ])
-def test_batch_params_are_checked(tmp_path, bad, message):
+def test_batch_args_are_checked(tmp_path, bad, message):
     with pytest.raises(InputError, match=message):
-        BatchParams(**{"inputs": ("a.tif",), "outdir": tmp_path, **bad})
+        BatchArgs(**{"inputs": ("a.tif",), "outdir": tmp_path, **bad})
 
 
 def test_local_layout_fills_the_cores():
@@ -177,7 +177,7 @@ def test_a_folder_with_a_corrupt_sheet_maps_the_others_and_says_which_failed(she
 def test_a_mosaic_in_chunks_equals_one_segment_of_it(tmp_path):
     mosaic = demo_crop(tmp_path / "mosaic.tif", 300, 200, 700, 900)
     out = tmp_path / "out"
-    result = run_batch(BatchParams((str(mosaic),), out, chunk=256, workers=2))
+    result = run_batch(BatchArgs((str(mosaic),), out, chunk=256, workers=2))
     assert result.succeeded == len(chunk_windows(700, 900, 256)) and not result.failed
     whole = segment(mosaic, tmp_path / "whole.tif", resolve_model(None))
     with rasterio.open(result.mosaic) as vrt, rasterio.open(whole.output) as ref:
@@ -204,14 +204,14 @@ def test_resume_after_the_whole_batch_is_killed_redoes_only_what_is_missing(shee
     proc.wait(30)
     done_before = Manifest(out / MANIFEST).records()
     assert 2 <= len(done_before) < 8
-    result = run_batch(BatchParams((str(folder),), out, resume=True, workers=1))
+    result = run_batch(BatchArgs((str(folder),), out, resume=True, workers=1))
     assert result.skipped == len(done_before) and result.succeeded == 8 - len(done_before) and not result.failed
     for k in range(8):
         assert np.array_equal(read(out / f"s{k}.tif"), read(out / f"s{k % 3}.tif"))  # same content, same result
     leftovers = [p.name for p in out.iterdir() if ".part" in p.name]
     assert not leftovers
     with pytest.raises(OutputError, match="--resume"):
-        run_batch(BatchParams((str(folder),), out, workers=1))
+        run_batch(BatchArgs((str(folder),), out, workers=1))
 
 
 @pytest.mark.slow
@@ -248,7 +248,7 @@ def test_a_worker_killed_mid_run_does_not_change_the_result(sheets, tmp_path):
             killer.join(5)
 
     out = tmp_path / "out"
-    result = run_batch(BatchParams((str(folder),), out), client_factory=cluster_with_a_killer)
+    result = run_batch(BatchArgs((str(folder),), out), client_factory=cluster_with_a_killer)
     assert killed, "no worker was killed"
     assert result.succeeded == 6 and not result.failed
     records = Manifest(out / MANIFEST).records()
@@ -288,7 +288,7 @@ def test_a_separately_started_scheduler_and_worker_run_the_batch(sheets, tmp_pat
                                        "--no-dashboard"], env=ENV, cwd=tmp_path, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, start_new_session=True))
         out = tmp_path / "out"
-        result = run_batch(BatchParams((str(sheets),), out, scheduler=address))
+        result = run_batch(BatchArgs((str(sheets),), out, scheduler=address))
         assert result.succeeded == 3 and not result.failed
         records = Manifest(out / MANIFEST).records()
         assert {r["worker_pid"] for r in records.values()} != {os.getpid()}
@@ -313,7 +313,7 @@ def test_dask_client_without_dask_names_the_fix(tmp_path, monkeypatch):
         return real(name, *args, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_dask)
-    with pytest.raises(Exception, match="Dask") as exc, dask_client(BatchParams(("a",), tmp_path)):
+    with pytest.raises(Exception, match="Dask") as exc, dask_client(BatchArgs(("a",), tmp_path)):
         pass
     assert exc.value.kind == "dependency"
 
@@ -322,5 +322,5 @@ def test_an_output_folder_holding_inputs_is_refused_before_any_work(tmp_path):
     write_raster(tmp_path / "a.tif", np.zeros((3, 16, 16), np.uint8))
     started = []
     with pytest.raises(InputError, match="inside the output folder"):
-        run_batch(BatchParams((str(tmp_path),), tmp_path), client_factory=lambda p: started.append(p))
+        run_batch(BatchArgs((str(tmp_path),), tmp_path), client_factory=lambda p: started.append(p))
     assert not started and not (tmp_path / MANIFEST).exists()

@@ -217,6 +217,24 @@ def test_needs_inputs_that_are_raster_files(provider, sheets, tmp_path: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("settings, message", [
+    ({"CHUNK": 1000}, r"--chunk 1000 must be a multiple of 256"),
+    ({"SCHEDULER": "tcp://127.0.0.1:8786", "WORKERS": 2}, r"with --scheduler the cluster's own workers"),
+])
+def test_contradicting_settings_are_refused_before_a_worker_starts(provider, sheets, tmp_path: Path, monkeypatch,
+                                                                   settings, message) -> None:
+    import processing
+
+    from landcover_plugin import batch
+
+    started = []
+    monkeypatch.setattr(batch, "run", lambda *args, **kwargs: started.append(args))
+    with pytest.raises(QgsProcessingException, match=message):
+        processing.run("landcover:segment_batch", {"INPUT": [str(sheets[0])], "MODEL": UNTRAINED,
+                                                   "OUTPUT_FOLDER": str(tmp_path / "out"), **settings})
+    assert started == [] and not (tmp_path / "out").exists()
+
+
 def test_batch_run_writes_outputs_and_loads_the_styled_mosaic(provider, sheets, tmp_path: Path, qgis_iface,
                                                               qgis_new_project) -> None:
     import processing
