@@ -13,6 +13,7 @@ module), inside QGIS, from the source tree and from the packaged zip alike.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -460,25 +461,32 @@ def is_temp_of(path: Path, final: Path) -> bool:
 
 @contextmanager
 def atomic_path(final: Path | str) -> Iterator[Path]:
-    """The in-progress name (:func:`temp_path`) to write ``final`` under, renamed to ``final`` when the block ends.
+    """The in-progress name (:func:`temp_path`) to write the file ``final`` under; it becomes ``final`` when the
+    block ends.
 
-    If the block raises, the in-progress file is removed and ``final`` keeps what it held: a reader sees the old file
-    or the new one, never half of one. Write through whatever needs a path (h5py, rasterio, PIL, ONNX); give the
-    format explicitly where a library guesses it from the suffix.
+    The file is flushed to disk before the rename, so that even a power cut leaves the old file or the new one, never
+    half of one. If the block raises, the in-progress file is removed, ``final`` keeps what it held, and the block's
+    error is what the caller sees. The writer must write exactly the path given (h5py, rasterio, PIL, ONNX do; a
+    library that appends its own suffix does not), and must be told the format where it would guess it from the
+    suffix. Files only, not folders.
     """
     final = Path(final)
     tmp = temp_path(final)
     try:
         yield tmp
+        with open(tmp, "rb") as written, contextlib.suppress(OSError):  # some systems cannot fsync a read handle
+            os.fsync(written.fileno())
         os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_text_atomic(final: Path | str, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``final`` through :func:`atomic_path`; returns ``final``."""
-    with atomic_path(final) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    """Write ``text`` (UTF-8, line ends as given on every system) to ``final`` through :func:`atomic_path`."""
+    with atomic_path(final) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
     return Path(final)
 
 
@@ -791,14 +799,17 @@ class BatchArgs:
         if not self.inputs:
             raise InputError("nothing to segment: give rasters, folders of rasters or glob patterns")
         if self.chunk < BATCH_CHUNK_STEP or self.chunk % BATCH_CHUNK_STEP:
-            raise InputError(f"--chunk {self.chunk} must be a multiple of {BATCH_CHUNK_STEP} pixels (e.g. 8192)")
-        for name in ("workers", "threads_per_worker"):
+            raise InputError(f"chunk {self.chunk} (--chunk; CHUNK in Processing) must be a multiple of "
+                             f"{BATCH_CHUNK_STEP} pixels, e.g. 8192")
+        for name, parameter in (("workers", "WORKERS"), ("threads_per_worker", "THREADS")):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise InputError(f"--{name.replace('_', '-')} {value} must be at least 1")
+                raise InputError(f"--{name.replace('_', '-')} ({parameter} in Processing) is {value}; it must be at "
+                                 "least 1")
         if self.scheduler and self.workers is not None:
-            raise InputError("--workers sizes a local cluster; with --scheduler the cluster's own workers run the "
-                             "tasks (start more with 'dask worker ADDRESS')")
+            raise InputError("--workers (WORKERS) sizes a local cluster; with --scheduler (SCHEDULER) the cluster's "
+                             "own workers run the tasks: leave --workers out (start more workers with 'dask worker "
+                             "ADDRESS')")
         check_precision_tta(self.precision, self.tta)
         if self.progress not in PROGRESS_MODES:
             raise InputError(f"unknown progress mode {self.progress!r}; use one of {', '.join(PROGRESS_MODES)}")

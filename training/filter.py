@@ -107,4 +107,4 @@ def read_lines(path: Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise TrainingError(f"{path} does not exist; run the step that writes it first")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -440,8 +440,8 @@ class SegmentBatchAlgorithm(_ModelAlgorithm):
             "also continues a cancelled run. "
             "Advanced: WORKERS (local worker processes) and THREADS (inference threads per worker); by default "
             "one single-threaded worker per core; SCHEDULER is the address of a running Dask scheduler "
-            "(tcp://host:8786), whose workers need the Landcover runtime and the same paths (WORKERS then does not "
-            "apply); CHUNK is a "
+            "(tcp://host:8786), whose workers need the Landcover runtime and the same paths (leave WORKERS "
+            "empty with SCHEDULER); CHUNK is a "
             f"multiple of 256 (default {DEFAULT_CHUNK}); PRECISION: {job.PRECISION_HELP} TTA: {job.TTA_HELP} "
             "Outputs: OUTPUT_FOLDER, MOSAIC (the mosaic.vrt, added to the map styled by class) and AREAS (the "
             "total class areas as JSON, areas.json)."
@@ -503,16 +503,21 @@ class SegmentBatchAlgorithm(_ModelAlgorithm):
         return paths
 
     def checkParameterValues(self, parameters: dict[str, Any], context: QgsProcessingContext):  # noqa: N802
-        """Refuse a run without inputs, or with a layer the worker cannot read, before it starts."""
+        """Refuse a run without inputs, with a layer the worker cannot read, or with settings that contradict each
+        other (the contract's checks of the batch arguments), before it starts."""
         try:
-            self.input_paths(parameters, context)
+            self.batch_request(parameters, context, self.input_paths(parameters, context), None, Path("."))
         except InputError as exc:
             return False, str(exc)
         return super().checkParameterValues(parameters, context)
 
     def batch_request(self, parameters: dict[str, Any], context: QgsProcessingContext, inputs: list[str],
-                      model: ModelInfo, outdir: Path) -> BatchArgs:
-        """The worker's ``batch`` arguments the parameters ask for, with the inputs and ``model`` resolved."""
+                      model: ModelInfo | None, outdir: Path) -> BatchArgs:
+        """The worker's ``batch`` arguments the parameters ask for, with the inputs and ``model`` resolved.
+
+        Raises:
+            InputError: the settings contradict each other (:class:`~landcover_plugin.contract.BatchArgs`).
+        """
         from ..contract import BATCH_DEFAULT_CHUNK as DEFAULT_CHUNK
         from ..contract import PRECISIONS, TTA_MODES, BatchArgs
 
@@ -520,7 +525,7 @@ class SegmentBatchAlgorithm(_ModelAlgorithm):
             return None if parameters.get(name) in (None, "") else self.parameterAsInt(parameters, name, context)
 
         return BatchArgs(
-            inputs=tuple(inputs), outdir=outdir, model=model.spec,
+            inputs=tuple(inputs), outdir=outdir, model=model.spec if model else None,
             workers=optional_int(self.WORKERS), threads_per_worker=optional_int(self.THREADS),
             scheduler=self.parameterAsString(parameters, self.SCHEDULER, context).strip() or None,
             resume=self.parameterAsBool(parameters, self.RESUME, context),

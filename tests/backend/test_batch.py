@@ -103,6 +103,7 @@ def test_inputs_are_files_folders_and_globs(tmp_path):
 
 @pytest.mark.parametrize("bad,message", [
     ({"inputs": ()}, "nothing to segment"), ({"chunk": 1000}, "multiple of 256"), ({"workers": 0}, "at least 1"),
+    ({"threads_per_worker": 0}, "THREADS"),
     ({"scheduler": "tcp://x:1", "workers": 2}, "with --scheduler"), ({"precision": "int4"}, "unknown precision"),
     ({"tta": "d8"}, "test-time augmentation"),
 ])

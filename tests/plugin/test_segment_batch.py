@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gc
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -216,10 +217,10 @@ def test_needs_inputs_that_are_raster_files(provider, sheets, tmp_path: Path) ->
     assert not (sheets[0].parent / "manifest.jsonl").exists()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("settings, message", [
-    ({"CHUNK": 1000}, r"--chunk 1000 must be a multiple of 256"),
-    ({"SCHEDULER": "tcp://127.0.0.1:8786", "WORKERS": 2}, r"with --scheduler the cluster's own workers"),
+    ({"CHUNK": 1000}, r"chunk 1000 \(--chunk; CHUNK in Processing\) must be a multiple of 256"),
+    ({"SCHEDULER": "tcp://127.0.0.1:8786", "WORKERS": 2}, r"with --scheduler \(SCHEDULER\) the cluster's own workers"),
+    ({"THREADS": 0}, r"THREADS in Processing\) is 0; it must be at least 1"),
 ])
 def test_contradicting_settings_are_refused_before_a_worker_starts(provider, sheets, tmp_path: Path, monkeypatch,
                                                                    settings, message) -> None:
@@ -229,12 +230,16 @@ def test_contradicting_settings_are_refused_before_a_worker_starts(provider, she
 
     started = []
     monkeypatch.setattr(batch, "run", lambda *args, **kwargs: started.append(args))
+    parameters = {"INPUT": [str(sheets[0])], "MODEL": UNTRAINED, "OUTPUT_FOLDER": str(tmp_path / "out"), **settings}
+    alg = QgsApplication.processingRegistry().createAlgorithmById("landcover:segment_batch")
+    ok, why = alg.checkParameterValues(parameters, context_for())  # what the dialog shows before it runs anything
+    assert not ok and re.search(message, why), why
     with pytest.raises(QgsProcessingException, match=message):
-        processing.run("landcover:segment_batch", {"INPUT": [str(sheets[0])], "MODEL": UNTRAINED,
-                                                   "OUTPUT_FOLDER": str(tmp_path / "out"), **settings})
+        processing.run("landcover:segment_batch", parameters)
     assert started == [] and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_batch_run_writes_outputs_and_loads_the_styled_mosaic(provider, sheets, tmp_path: Path, qgis_iface,
                                                               qgis_new_project) -> None:
     import processing
