@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from backend.contract import (
+    BATCH_AREAS_CSV,
+    BATCH_AREAS_JSON,
     NODATA,
     TAG_CLASSES,
     TAG_MODEL,
@@ -235,7 +237,9 @@ def check_replaceable(finals) -> None:
 #: Names :func:`remove_stale_temps` recognises: ``.NAME.part-PID`` and ``.NAME.part-PID.old``.
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)" + re.escape(TEMP_MARK) + r"(?P<pid>\d+)(?P<old>" + re.escape(BACKUP_SUFFIX)
                         + r")?$")
-_OUTPUT_SUFFIXES = (".tif", ".tiff", ".qml", ".areas.json", ".areas.csv", ".aux.xml")
+_OUTPUT_SUFFIXES = (".tif", ".tiff", ".qml", ".areas.json", ".areas.csv", ".aux.xml", ".vrt")
+#: And the batch's tables (``segment`` cleans the batch folder before each item).
+_OUTPUT_NAMES = (BATCH_AREAS_CSV, BATCH_AREAS_JSON)
 
 
 def pid_alive(pid: int) -> bool:
@@ -275,7 +279,10 @@ def remove_stale_temps(folder: Path) -> list[Path]:
         return touched
     for entry in entries:
         m = _TEMP_NAME.match(entry.name)
-        if not m or not m.group("name").lower().endswith(_OUTPUT_SUFFIXES) or pid_alive(int(m.group("pid"))):
+        if not m:
+            continue
+        name = m.group("name").lower()
+        if not (name.endswith(_OUTPUT_SUFFIXES) or name in _OUTPUT_NAMES) or pid_alive(int(m.group("pid"))):
             continue
         path = Path(entry.path)
         try:

@@ -396,7 +396,8 @@ def test_temporary_files_of_dead_runs_are_removed_and_those_of_live_runs_kept(tm
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         stale = [folder / f".lc.tif.part-{dead}", folder / f".lc.areas.csv.part-{dead}",
-                 folder / f".other.tif.part-{dead}"]
+                 folder / f".other.tif.part-{dead}", folder / f".areas.csv.part-{dead}",  # and a batch's tables
+                 folder / f".mosaic.vrt.part-{dead}", folder / f".areas.json.part-{dead}"]
         kept = [folder / f".lc.tif.part-{live.pid}", folder / f".lc.qml.part-{live.pid}",
                 folder / f".notes.txt.part-{dead}", folder / "lc.tif.part-1"]
         for p in stale + kept:
