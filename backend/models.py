@@ -9,6 +9,7 @@ weights fails with a message instead of producing garbage. Plain Keras ``.h5`` w
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -125,16 +126,22 @@ def load_encoder_weights(model: Any, path: Path) -> int:
 
 def save_weights(model: Any, path: Path, dtype: str = "float16") -> Path:
     """Write every model variable to ``path`` (HDF5), atomically, as ``dtype``."""
+    return write_weights_file(path, ((var.name, np.asarray(var.numpy()).astype(dtype)) for var in model.weights))
+
+
+def write_weights_file(path: Path, arrays: Iterable[tuple[str, np.ndarray]]) -> Path:
+    """Write ``(variable name, array)`` pairs, in the model's variable order, in the layout :func:`load_weights`
+    reads (HDF5, atomically). ``arrays`` may be a generator: each array is written as it comes, and an error it
+    raises leaves no file behind."""
     import h5py
 
     path = Path(path)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["layout"] = WEIGHTS_LAYOUT
         group = f.create_group("weights")
-        for i, var in enumerate(model.weights):
-            value = np.asarray(var.numpy())
-            ds = group.create_dataset(f"{i:05d}", data=value.astype(dtype), compression="gzip", compression_opts=4)
-            ds.attrs["name"] = var.name
+        for i, (name, value) in enumerate(arrays):
+            ds = group.create_dataset(f"{i:05d}", data=value, compression="gzip", compression_opts=4)
+            ds.attrs["name"] = name
     return path
 
 

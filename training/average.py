@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.contract import atomic_path
 from training.errors import TrainingError
 
 #: Bundle fields that must be equal for weights to mean the same thing.
@@ -97,7 +96,7 @@ def _write_mean(ingredients: Sequence[Ingredient], files: Sequence[Path], shares
     """The weighted mean of every array, in the layout :func:`backend.models.save_weights` writes (atomically)."""
     import h5py
 
-    from backend.models import WEIGHTS_LAYOUT
+    from backend.models import WEIGHTS_LAYOUT, write_weights_file
 
     handles = [h5py.File(f, "r") for f in files]
     try:
@@ -111,17 +110,16 @@ def _write_mean(ingredients: Sequence[Ingredient], files: Sequence[Path], shares
             if sorted(g.keys()) != keys:
                 raise TrainingError(f"{ingredient.bundle} holds {len(g)} arrays, {ingredients[0].bundle} "
                                     f"{len(keys)}; they are not the same network")
-        with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-            f.attrs["layout"] = WEIGHTS_LAYOUT
-            target = f.create_group("weights")
+
+        def means():  # one array at a time: the bundles are never all in memory
             for key in keys:
                 arrays = [g[key] for g in groups]
                 if len({a.attrs.get("name") for a in arrays}) != 1 or len({a.shape for a in arrays}) != 1:
                     raise TrainingError(f"array {key} differs between the bundles; they are not the same network")
                 mean = sum(s * a[()].astype(np.float64) for s, a in zip(shares, arrays, strict=True))
-                ds = target.create_dataset(key, data=mean.astype(arrays[0].dtype), compression="gzip",
-                                           compression_opts=4)
-                ds.attrs["name"] = arrays[0].attrs["name"]
+                yield arrays[0].attrs["name"], mean.astype(arrays[0].dtype)
+
+        write_weights_file(out, means())
     finally:
         for h in handles:
             h.close()
