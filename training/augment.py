@@ -3,8 +3,9 @@
 The mask travels as an extra channel of the image through every geometric operation, so image
 and mask can never drift apart. Only whole-pixel operations are used (90-degree rotations, flips,
 integer shifts with reflect fill, crops), so the mask needs no interpolation at all: this is
-exactly nearest-neighbour. Colour jitter touches the image only. Random draws are stateless,
-seeded per sample, so an epoch is reproducible.
+exactly nearest-neighbour. Colour jitter (brightness, contrast, per-channel gain as a white-balance
+shift, saturation) touches the image only. Random draws are stateless, seeded per sample, so an
+epoch is reproducible.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ class AugmentParams:
     crop: int | None = None  # random crop to this side (train on smaller tiles than the patches)
     brightness: float = 0.0  # max additive brightness change on 0..1 pixels
     contrast: float = 0.0  # max relative contrast change
+    # Max relative gain per colour channel: a white-balance shift, so that no class is known by one exact colour.
+    white_balance: float = 0.0
+    saturation: float = 0.0  # max relative change of the distance from each pixel's grey
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.shift < 0.5:
@@ -33,6 +37,8 @@ class AugmentParams:
             raise TrainingError(f"augment crop must be a multiple of 32, got {self.crop}")
         if not 0.0 <= self.brightness < 1.0 or not 0.0 <= self.contrast < 1.0:
             raise TrainingError("augment brightness and contrast must be in 0..1")
+        if not 0.0 <= self.white_balance < 1.0 or not 0.0 <= self.saturation < 1.0:
+            raise TrainingError("augment white_balance and saturation must be in 0..1")
 
 
 def augment(image: Any, mask: Any, seed: Any, params: AugmentParams) -> tuple[Any, Any]:
@@ -67,4 +73,13 @@ def augment(image: Any, mask: Any, seed: Any, params: AugmentParams) -> tuple[An
         jitter = tf.random.stateless_uniform([2], seeds[5], -1.0, 1.0)
         mean = tf.reduce_mean(image_out, axis=[0, 1], keepdims=True)
         image_out = (image_out - mean) * (1.0 + params.contrast * jitter[0]) + mean + params.brightness * jitter[1]
+    if params.white_balance > 0 or params.saturation > 0:
+        # Split from the brightness seed rather than drawing more seeds above, so that runs without these two
+        # knobs get exactly the augmentation they always had.
+        colour_seeds = tf.random.experimental.stateless_split(seeds[5], num=2)
+        gains = 1.0 + params.white_balance * tf.random.stateless_uniform([channels], colour_seeds[0], -1.0, 1.0)
+        image_out = image_out * gains
+        grey = tf.reduce_mean(image_out, axis=-1, keepdims=True)
+        factor = 1.0 + params.saturation * tf.random.stateless_uniform([], colour_seeds[1], -1.0, 1.0)
+        image_out = grey + (image_out - grey) * factor
     return image_out, mask_out

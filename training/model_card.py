@@ -44,6 +44,8 @@ def model_card(bundle_json: Path, report: dict[str, Any] | None, train_info: dic
         + (f", random {aug.get('crop')} px crops" if aug.get("crop") else "")
         + (f", brightness {aug.get('brightness')} / contrast {aug.get('contrast')} jitter" if aug.get("brightness")
            or aug.get("contrast") else "")
+        + (f", white-balance {aug.get('white_balance')} / saturation {aug.get('saturation')} jitter"
+           if aug.get("white_balance") or aug.get("saturation") else "")
         + ".",
         f"- Best validation mIoU {(train_info.get('best') or {}).get('val_miou', float('nan')):.4f} at epoch "
         f"{(train_info.get('best') or {}).get('epoch')}; training took {minutes:.0f} min on the CPU.",

@@ -56,7 +56,38 @@ def test_crop_and_colour_jitter_touch_image_only() -> None:
     assert not np.allclose(np.rint(out_image[..., 0] * 4), out_mask)
 
 
-@pytest.mark.parametrize("kwargs", [{"shift": 0.6}, {"crop": 48}, {"brightness": 1.5}])
+def test_white_balance_scales_each_channel_by_its_own_gain_and_keeps_the_mask() -> None:
+    image, mask = coded()
+    image += 0.1  # no zeros, so every ratio is defined
+    params = AugmentParams(rotate=False, flip=False, shift=0.0, white_balance=0.2)
+    ratios = []
+    for seed in range(6):
+        out_image, out_mask = (np.asarray(a) for a in augment(image, mask, np.array([seed, 2]), params))
+        np.testing.assert_array_equal(out_mask, mask)
+        ratio = out_image / image
+        # One gain per channel over the whole patch, within the configured range.
+        np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:1, :1], ratio.shape), rtol=1e-5)
+        assert np.all(np.abs(ratio[0, 0] - 1) <= 0.2 + 1e-6)
+        ratios.append(ratio[0, 0])
+    # The channels get different gains, and the draws differ between samples.
+    assert max(np.ptp(r) for r in ratios) > 0.05 and np.ptp([r[0] for r in ratios]) > 0.05
+
+
+def test_saturation_leaves_grey_pixels_grey_and_moves_coloured_ones() -> None:
+    grey = np.full((32, 32, 3), 0.4, np.float32)
+    grey[:16, :, 0] = 0.8  # the upper half red-ish
+    mask = np.zeros((32, 32), np.int32)
+    params = AugmentParams(rotate=False, flip=False, shift=0.0, saturation=0.5)
+    outs = [np.asarray(augment(grey, mask, np.array([s, 3]), params)[0]) for s in range(6)]
+    for out in outs:
+        np.testing.assert_allclose(out[16:], grey[16:], atol=1e-6)
+        np.testing.assert_allclose(out[:16].mean(axis=-1), grey[:16].mean(axis=-1), atol=1e-6)  # same brightness
+    spreads = [out[0, 0, 0] - out[0, 0, 1] for out in outs]
+    assert min(spreads) >= 0.4 * 0.5 - 1e-6 and max(spreads) <= 0.4 * 1.5 + 1e-6 and np.ptp(spreads) > 0.05
+
+
+@pytest.mark.parametrize("kwargs", [{"shift": 0.6}, {"crop": 48}, {"brightness": 1.5}, {"white_balance": -0.1},
+                                    {"saturation": 1.0}])
 def test_bad_parameters(kwargs) -> None:
     with pytest.raises(TrainingError):
         AugmentParams(**kwargs)

@@ -28,7 +28,8 @@ TRIALS = [("finetune_mixed.yaml", "mixed"), ("finetune_v3.yaml", "v1,v3"), ("fin
           ("finetune_v4_crop256.yaml", "v1,v4"), ("finetune_v5_crop256.yaml", "v1,v5"),
           ("finetune_v5_crop256_gentle.yaml", "v1,v5"), ("finetune_v6_crop256.yaml", "v1,v6"),
           ("finetune_v5_crop256_seed1.yaml", "v1,v5"), ("finetune_v5_v1quarter.yaml", "v1,v5,v5,v5"),
-          ("finetune_v5_no_v1.yaml", "v5"), ("finetune_v5_hours.yaml", "v1,v5")]
+          ("finetune_v5_no_v1.yaml", "v5"), ("finetune_v5_hours.yaml", "v1,v5"),
+          ("finetune_v5_colour.yaml", "v1,v5")]
 
 
 @pytest.mark.parametrize("name, style", TRIALS)
@@ -55,6 +56,7 @@ def test_the_crop_trial_changes_only_the_crop_and_the_batch_of_v3cs_run() -> Non
     ("finetune_v5_v1quarter.yaml", {("data", "synthetic", "style"): "v1,v5,v5,v5"}),
     ("finetune_v5_no_v1.yaml", {("data", "synthetic", "style"): "v5"}),
     ("finetune_v5_hours.yaml", {("data", "synthetic", "orthophotos"): 256, ("train", "steps_per_epoch"): 600}),
+    ("finetune_v5_colour.yaml", {("train", "augment", "white_balance"): 0.15, ("train", "augment", "saturation"): 0.3}),
 ])
 def test_the_v5_variants_change_only_what_they_study_of_v5s_run(name, changed) -> None:
     """A variant differs from configs/finetune_v5_crop256.yaml in the settings it studies (and where it writes)."""
