@@ -267,10 +267,13 @@ def _is_zombie(pid: int) -> bool:
     return stat[stat.rfind(")") + 2 :].startswith("Z")
 
 
-def remove_stale_temps(folder: Path) -> list[Path]:
+def remove_stale_temps(folder: Path, any_name: bool = False) -> list[Path]:
     """Clean up after runs that were killed: their ``.NAME.part-PID`` files in ``folder`` (only
-    for output names, only for processes that no longer exist). A kept previous file
-    (``.part-PID.old``) whose final name is missing is put back, else removed. Returns what was touched."""
+    for output names unless ``any_name``, only for processes that no longer exist). A kept previous file
+    (``.part-PID.old``) whose final name is missing is put back, else removed. Returns what was touched.
+
+    ``any_name`` is for folders a tool owns whole (a training run's work folder), where every in-progress
+    name is its own; an analyst's output folder holds other programs' files, so there only output names count."""
     folder = Path(folder) if str(folder) else Path(".")
     touched = []
     try:
@@ -282,7 +285,8 @@ def remove_stale_temps(folder: Path) -> list[Path]:
         if not m:
             continue
         name = m.group("name").lower()
-        if not (name.endswith(_OUTPUT_SUFFIXES) or name in _OUTPUT_NAMES) or pid_alive(int(m.group("pid"))):
+        output = any_name or name.endswith(_OUTPUT_SUFFIXES) or name in _OUTPUT_NAMES
+        if not output or pid_alive(int(m.group("pid"))):
             continue
         path = Path(entry.path)
         try:

@@ -8,6 +8,7 @@ bundle goes to ``export.out`` (default ``WORKDIR/bundle/landcover.json``).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.contract import write_text_atomic
+from backend.outputs import remove_stale_temps
 from training.config import PipelineConfig, to_dict
 
 STEPS = ("synthetic", "patch", "filter", "split", "train", "evaluate", "export")
@@ -45,6 +47,9 @@ def run_pipeline(
 
     work = config.work
     work.mkdir(parents=True, exist_ok=True)
+    removed = remove_killed_temps([work, config.bundle_json.parent])
+    if removed:
+        say(f"[run] removed {len(removed)} unfinished file(s) of killed earlier runs")
     resolved = to_dict(config)
     import yaml
 
@@ -121,6 +126,19 @@ def run_pipeline(
             say(f"[export] model card {card}")
     write_text_atomic(work / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def remove_killed_temps(folders: list[Path]) -> list[Path]:
+    """The hidden in-progress files (``.NAME.part-PID``) that killed runs left anywhere under ``folders``.
+
+    A killed step leaves its half-written weights, ONNX export or report there, invisible and never reused; a
+    process that still runs keeps its files. The work folder is the run's own, so every such name counts."""
+    removed: list[Path] = []
+    for folder in dict.fromkeys(folders):
+        if folder.is_dir():
+            for parent, _, _ in os.walk(folder):
+                removed += remove_stale_temps(Path(parent), any_name=True)
+    return removed
 
 
 def _bundle_checks(bundle_json: Path, config: PipelineConfig, say: Callable[[str], None]) -> dict[str, Any]:
