@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,11 @@ _OUTPUT_SUFFIXES = (".tif", ".tiff", ".qml", ".areas.json", ".areas.csv", ".aux.
 _OUTPUT_NAMES = (BATCH_AREAS_CSV, BATCH_AREAS_JSON)
 
 
+def _is_output_name(name: str) -> bool:
+    name = name.lower()
+    return name.endswith(_OUTPUT_SUFFIXES) or name in _OUTPUT_NAMES
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists (True when that cannot be told: then its files are kept)."""
     if pid <= 0 or pid == os.getpid():
@@ -267,13 +273,14 @@ def _is_zombie(pid: int) -> bool:
     return stat[stat.rfind(")") + 2 :].startswith("Z")
 
 
-def remove_stale_temps(folder: Path, any_name: bool = False) -> list[Path]:
-    """Clean up after runs that were killed: their ``.NAME.part-PID`` files in ``folder`` (only
-    for output names unless ``any_name``, only for processes that no longer exist). A kept previous file
-    (``.part-PID.old``) whose final name is missing is put back, else removed. Returns what was touched.
+def remove_stale_temps(folder: Path, owns: Callable[[str], bool] | None = None) -> list[Path]:
+    """Clean up after runs that were killed: their ``.NAME.part-PID`` files in ``folder`` (only for
+    the final names ``NAME`` that ``owns`` accepts, by default the segment and batch output names; only
+    for processes that no longer exist). A kept previous file (``.part-PID.old``) whose final name is
+    missing is put back, else removed. Returns what was touched.
 
-    ``any_name`` is for folders a tool owns whole (a training run's work folder), where every in-progress
-    name is its own; an analyst's output folder holds other programs' files, so there only output names count."""
+    An analyst's output folder holds other programs' files, hence only output names by default; a
+    training run, which owns its work folder whole, passes ``owns`` accepting every name."""
     folder = Path(folder) if str(folder) else Path(".")
     touched = []
     try:
@@ -284,9 +291,8 @@ def remove_stale_temps(folder: Path, any_name: bool = False) -> list[Path]:
         m = _TEMP_NAME.match(entry.name)
         if not m:
             continue
-        name = m.group("name").lower()
-        output = any_name or name.endswith(_OUTPUT_SUFFIXES) or name in _OUTPUT_NAMES
-        if not output or pid_alive(int(m.group("pid"))):
+        owned = owns(m.group("name")) if owns is not None else _is_output_name(m.group("name"))
+        if not owned or pid_alive(int(m.group("pid"))):
             continue
         path = Path(entry.path)
         try:

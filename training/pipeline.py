@@ -47,7 +47,7 @@ def run_pipeline(
 
     work = config.work
     work.mkdir(parents=True, exist_ok=True)
-    removed = remove_killed_temps([work, config.bundle_json.parent])
+    removed = remove_killed_temps(work, config.bundle_json)
     if removed:
         say(f"[run] removed {len(removed)} unfinished file(s) of killed earlier runs")
     resolved = to_dict(config)
@@ -128,16 +128,20 @@ def run_pipeline(
     return summary
 
 
-def remove_killed_temps(folders: list[Path]) -> list[Path]:
-    """The hidden in-progress files (``.NAME.part-PID``) that killed runs left anywhere under ``folders``.
+def remove_killed_temps(work: Path, bundle_json: Path) -> list[Path]:
+    """The hidden in-progress files (``.NAME.part-PID``) that killed runs left anywhere under the work folder, and
+    those of the bundle's files (``STEM.*``) beside ``bundle_json``.
 
     A killed step leaves its half-written weights, ONNX export or report there, invisible and never reused; a
-    process that still runs keeps its files. The work folder is the run's own, so every such name counts."""
+    process that still runs keeps its files. The work folder is the run's own, so every such name in it counts; the
+    bundle may sit in a folder shared with other files, so there only the bundle's own names do."""
     removed: list[Path] = []
-    for folder in dict.fromkeys(folders):
-        if folder.is_dir():
-            for parent, _, _ in os.walk(folder):
-                removed += remove_stale_temps(Path(parent), any_name=True)
+    if work.is_dir():
+        for parent, _, _ in os.walk(work):
+            removed += remove_stale_temps(Path(parent), owns=lambda _name: True)
+    bundle_dir, stem = bundle_json.parent, bundle_json.name.removesuffix(".json") + "."
+    if bundle_dir.is_dir() and not bundle_dir.resolve().is_relative_to(work.resolve()):
+        removed += remove_stale_temps(bundle_dir, owns=lambda name: name.startswith(stem))
     return removed
 
 

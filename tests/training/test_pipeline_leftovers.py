@@ -26,7 +26,9 @@ def test_a_run_removes_what_killed_runs_left_and_keeps_live_and_finished_files(t
         left = [work / "model" / f".weights.h5.part-{dead}", work / "eval" / f".report.json.part-{dead}",
                 work / f".summary.json.part-{dead}", bundle_dir / f".landcover.onnx.part-{dead}"]
         kept = [work / "model" / f".weights.h5.part-{live.pid}", work / "model" / "weights.h5",
-                work / "eval" / ".notes.part", bundle_dir / "landcover.json"]
+                work / "eval" / ".notes.part", bundle_dir / "landcover.json",
+                # Beside the bundle, other files are not the run's: a folder shared with other work keeps them.
+                bundle_dir / f".notes.txt.part-{dead}", bundle_dir / "sub" / f".landcover.onnx.part-{dead}"]
         for path in left + kept:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"x")
