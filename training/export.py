@@ -52,11 +52,14 @@ class ExportParams:
             raise TrainingError(f"export int8_min_agreement must be in (0, 1], got {self.int8_min_agreement}")
 
 
+def bundle_stem(json_path: Path) -> str:
+    """``landcover.json`` -> ``landcover``: the name the bundle's files (``STEM.weights.h5``, ``STEM.onnx``) share."""
+    return Path(json_path).name.removesuffix(".json")
+
+
 def weights_path_for(json_path: Path) -> Path:
     """``landcover.json`` -> ``landcover.weights.h5`` beside it."""
-    json_path = Path(json_path)
-    stem = json_path.name[: -len(".json")] if json_path.name.endswith(".json") else json_path.name
-    return json_path.with_name(f"{stem}.weights.h5")
+    return Path(json_path).with_name(f"{bundle_stem(json_path)}.weights.h5")
 
 
 def metrics_for_provenance(report: dict[str, Any]) -> dict[str, Any]:

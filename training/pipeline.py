@@ -139,7 +139,9 @@ def remove_killed_temps(work: Path, bundle_json: Path) -> list[Path]:
     if work.is_dir():
         for parent, _, _ in os.walk(work):
             removed += remove_stale_temps(Path(parent), owns=lambda _name: True)
-    bundle_dir, stem = bundle_json.parent, bundle_json.name.removesuffix(".json") + "."
+    from training.export import bundle_stem
+
+    bundle_dir, stem = bundle_json.parent, bundle_stem(bundle_json) + "."
     if bundle_dir.is_dir() and not bundle_dir.resolve().is_relative_to(work.resolve()):
         removed += remove_stale_temps(bundle_dir, owns=lambda name: name.startswith(stem))
     return removed
